@@ -1,0 +1,43 @@
+# Analemma: `make run` serves the embedded default, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+
+.PHONY: run test venv dev-venv services bench lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): requirements.txt sdk/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(DEV_STAMP): $(STAMP) requirements-dev.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+venv: $(STAMP)
+dev-venv: $(DEV_STAMP)
+
+## Embedded default: SQLite, blobs in ./var, tasks run in process. Prints an admin login.
+run: $(STAMP)
+	$(BIN)/python manage.py migrate --no-input
+	$(BIN)/python manage.py bootstrap_local
+	$(BIN)/python manage.py runserver $${ANALEMMA_BIND:-127.0.0.1:8000}
+
+## Whole suite: the service tests on SQLite first, then everything on a real PostgreSQL and a
+## real S3-protocol server, both started on loopback by the test setup.
+test: $(DEV_STAMP)
+	scripts/ensure-services.sh
+	ANALEMMA_TEST_DB=sqlite $(BIN)/python -m pytest -q tests/statebag
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(DEV_STAMP)
+	$(BIN)/python bench/statebag_workload.py --quick
+	$(BIN)/python bench/compression.py --train ../shared/corpus/tau-airline-dev --eval ../shared/corpus/tau-airline-dev
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

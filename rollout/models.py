@@ -1,0 +1,1 @@
+"""Feature flags per environment, revisions, plans and audit: see DESIGN.md section 6."""

@@ -1,0 +1,115 @@
+"""The lazy state bag hydrate() returns: a mapping that fetches a field on first access."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from .canonical import canonical_json, sha256_hex
+from .pointers import BlobRef, Literal, parse_pointer
+
+if TYPE_CHECKING:
+    from .hydrator import StateHydrator
+
+class StateBag(MutableMapping[str, Any]):
+    """Fields stay in their stored form until read. Assignments and deletions are tracked;
+    in-place edits of a loaded value are found by comparing canonical bytes."""
+
+    def __init__(
+        self,
+        hydrator: StateHydrator,
+        stored: dict[str, Any],
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        self._hydrator = hydrator
+        self._stored = stored
+        self._values: dict[str, Any] = {}
+        self._loaded_digests: dict[str, str] = {}
+        self._assigned: set[str] = set()
+        self._deleted: set[str] = set()
+        self.meta = dict(meta or {})
+        # Parse every pointer now: a malformed payload fails at hydrate(), not mid-step.
+        self._pointers = {name: parse_pointer(value) for name, value in stored.items()}
+
+    # Mapping protocol -------------------------------------------------------------
+    def __getitem__(self, name: str) -> Any:
+        if name in self._values:
+            return self._values[name]
+        if name in self._deleted or name not in self._stored:
+            raise KeyError(name)
+        pointer = self._pointers[name]
+        if pointer is None:
+            value = self._stored[name]
+        elif isinstance(pointer, Literal):
+            value = pointer.value
+        else:
+            value = self._hydrator.load(pointer)
+        self._values[name] = value
+        # A blob's digest is already its canonical digest; anything else is hashed once here.
+        self._loaded_digests[name] = (
+            pointer.digest if isinstance(pointer, BlobRef) else sha256_hex(canonical_json(value))
+        )
+        return value
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        if not isinstance(name, str):
+            raise TypeError("state field names must be strings")
+        self._values[name] = value
+        self._assigned.add(name)
+        self._deleted.discard(name)
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self:
+            raise KeyError(name)
+        self._values.pop(name, None)
+        self._assigned.discard(name)
+        self._deleted.add(name)
+
+    def __iter__(self) -> Iterator[str]:
+        seen = set()
+        for name in self._stored:
+            if name not in self._deleted:
+                seen.add(name)
+                yield name
+        for name in self._values:
+            if name not in seen and name not in self._deleted:
+                yield name
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __contains__(self, name: object) -> bool:
+        if name in self._deleted:
+            return False
+        return name in self._values or name in self._stored
+
+    def __repr__(self) -> str:
+        loaded = sorted(self._values)
+        return f"<StateBag fields={len(self)} loaded={loaded}>"
+
+    # Change tracking ----------------------------------------------------------------
+    def is_loaded(self, name: str) -> bool:
+        return name in self._values
+
+    def stored_form(self, name: str) -> Any:
+        return self._stored[name]
+
+    def untouched(self, name: str) -> bool:
+        """True when the field was never read nor written: its stored form can be reused."""
+        return name in self._stored and name not in self._values and name not in self._deleted
+
+    def changed_fields(self) -> set[str]:
+        changed = set(self._assigned) | (self._deleted & set(self._stored))
+        for name, value in self._values.items():
+            if name in changed or name not in self._stored:
+                continue
+            if sha256_hex(canonical_json(value)) != self._loaded_digests[name]:
+                changed.add(name)
+        return changed
+
+    def has_changes(self) -> bool:
+        return bool(self.changed_fields())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Load every field and return a plain dict."""
+        return {name: self[name] for name in self}

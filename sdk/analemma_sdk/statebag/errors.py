@@ -1,0 +1,49 @@
+"""Typed errors of the state bag engine. Every failure a caller can act on has its own class."""
+
+
+class StateBagError(Exception):
+    """Base class of every state bag error."""
+
+
+class InvalidValueError(StateBagError, ValueError):
+    """A state value cannot be encoded as canonical JSON (NaN, non-string keys, cycles...)."""
+
+
+class MalformedPointerError(StateBagError, ValueError):
+    """A pointer in a payload does not have the documented shape."""
+
+
+class InvalidKeyError(StateBagError, ValueError):
+    """An object key or identifier would escape the store's root or is not allowed."""
+
+
+class BlobNotFoundError(StateBagError, KeyError):
+    """The store has no object under the requested key."""
+
+
+class CorruptBlobError(StateBagError):
+    """Stored bytes do not decode to the value their pointer promises (digest, size or frame)."""
+
+
+class CorruptPackError(CorruptBlobError):
+    """A pack's header, index or footer is damaged or truncated."""
+
+
+class DecompressionBombError(CorruptBlobError):
+    """A frame expands past its recorded size or past the configured ceiling."""
+
+
+class BlobTooLargeError(StateBagError):
+    """A value or a pointer's declared size is above the configured ceiling."""
+
+
+class PayloadTooLargeError(StateBagError):
+    """The control-plane payload cannot be brought under its budget."""
+
+
+class UnknownDictionaryError(StateBagError):
+    """A frame references a compression dictionary that cannot be found."""
+
+
+class CodecUnavailableError(StateBagError):
+    """A frame needs a codec whose library is not installed."""

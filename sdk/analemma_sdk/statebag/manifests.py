@@ -1,0 +1,78 @@
+"""Manifests as the engine sees them: a draft the hydrator hands to a manifest store, and the
+hash chain both sides compute with the same function.
+
+The store is abstract here: the service records drafts in its database, and a later HTTP
+store lets a Lambda do the same through the service's API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .canonical import canonical_json, sha256_hex
+from .packs import FrameRef
+
+MANIFEST_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class PackWrite:
+    """An object the dehydration wrote: a pack, or one legacy single-blob object."""
+
+    key: str
+    digest: str
+    size: int
+    frames: tuple[FrameRef, ...]
+    kind: str = "pack"  # pack | object
+
+
+@dataclass(frozen=True)
+class ManifestDraft:
+    owner_id: str
+    workflow_id: str
+    execution_id: str
+    parents: tuple[str, ...]
+    entries: Mapping[str, Any]  # field -> stored form: inline value or pointer JSON
+    packs: tuple[PackWrite, ...]
+    cohort: Mapping[str, Any] = field(default_factory=dict)
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class ManifestRecord:
+    hash: str
+    version: int
+
+
+class ManifestStore(Protocol):
+    def record(self, draft: ManifestDraft) -> ManifestRecord: ...
+
+
+def manifest_hash(
+    *,
+    owner_id: str,
+    workflow_id: str,
+    execution_id: str,
+    version: int,
+    parents: Sequence[str],
+    entries: Mapping[str, Any],
+    cohort: Mapping[str, Any],
+) -> str:
+    """Hash of a manifest over its entries and its parents' hashes: editing any version of
+    the history changes the hash of every version after it."""
+    return sha256_hex(
+        canonical_json(
+            {
+                "format": MANIFEST_FORMAT,
+                "owner": owner_id,
+                "workflow": workflow_id,
+                "execution": execution_id,
+                "version": version,
+                "parents": list(parents),
+                "entries": dict(entries),
+                "cohort": dict(cohort),
+            }
+        )
+    )

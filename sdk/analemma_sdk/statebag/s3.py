@@ -1,0 +1,107 @@
+"""S3 (or any S3-protocol endpoint) store on boto3, imported only when this store is built."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from .errors import BlobNotFoundError, InvalidKeyError
+from .keys import validate_key
+from .stores import _check_range
+
+_MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+
+
+class S3Store:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        client: Any = None,
+        endpoint_url: str | None = None,
+        region_name: str | None = None,
+    ) -> None:
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        if prefix:
+            validate_key(prefix.rstrip("/"))
+        self.bucket = bucket
+        self.prefix = prefix
+        if client is None:
+            import boto3  # noqa: PLC0415 - heavy: only when an S3 store is actually used
+            from botocore.config import Config  # noqa: PLC0415
+
+            client = boto3.client(
+                "s3",
+                endpoint_url=endpoint_url,
+                region_name=region_name,
+                config=Config(retries={"max_attempts": 4, "mode": "standard"}),
+            )
+        self.client = client
+
+    def __repr__(self) -> str:
+        return f"S3Store(bucket={self.bucket!r}, prefix={self.prefix!r})"
+
+    def _key(self, key: str) -> str:
+        return self.prefix + validate_key(key)
+
+    def _missing(self, exc: Exception) -> bool:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+        return code in _MISSING_CODES
+
+    def put(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def get(self, key: str) -> bytes:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except self.client.exceptions.ClientError as exc:
+            if self._missing(exc):
+                raise BlobNotFoundError(key) from None
+            raise
+        body: bytes = response["Body"].read()
+        return body
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        _check_range(offset, length)
+        if length == 0:
+            return b""
+        try:
+            response = self.client.get_object(
+                Bucket=self.bucket,
+                Key=self._key(key),
+                Range=f"bytes={offset}-{offset + length - 1}",
+            )
+        except self.client.exceptions.ClientError as exc:
+            if self._missing(exc):
+                raise BlobNotFoundError(key) from None
+            if getattr(exc, "response", {}).get("Error", {}).get("Code") == "InvalidRange":
+                return b""
+            raise
+        body: bytes = response["Body"].read()
+        return body
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except self.client.exceptions.ClientError as exc:
+            if self._missing(exc):
+                return False
+            raise
+        return True
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        if prefix:
+            validate_key(prefix.rstrip("/"))
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+            for item in page.get("Contents", []):
+                key = item["Key"][len(self.prefix) :]
+                try:
+                    yield validate_key(key)
+                except InvalidKeyError:
+                    continue  # objects this engine did not write

@@ -1,0 +1,152 @@
+"""The state bag's records. The database is the source of truth; the store holds bytes.
+
+Manifests and their entries are immutable once written: the versioning service creates them
+and nothing updates them. An execution's head is the only pointer that moves.
+"""
+
+from django.db import models
+from django.db.models import Q
+
+
+class Execution(models.Model):
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        FINISHED = "finished", "Finished"
+
+    owner_id = models.CharField(max_length=128, help_text="Tenant that owns the state; dedup scope.")
+    workflow_id = models.CharField(max_length=128, help_text="Workflow (type) the execution runs.")
+    execution_id = models.CharField(max_length=128, help_text="Orchestrator's execution id.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    head = models.ForeignKey(
+        "Manifest",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Latest committed version; moved only by the versioning service.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["owner_id", "execution_id"], name="execution_unique_per_owner"),
+        ]
+        indexes = [models.Index(fields=["owner_id", "workflow_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.owner_id}/{self.execution_id}"
+
+
+class Pack(models.Model):
+    """One object in the store: a pack of frames, or one legacy single-blob object."""
+
+    class Kind(models.TextChoices):
+        PACK = "pack", "Pack"
+        OBJECT = "object", "Single object"
+
+    key = models.CharField(max_length=512, unique=True, help_text="Object key inside the store.")
+    owner_id = models.CharField(max_length=128)
+    digest = models.CharField(max_length=64, help_text="sha256 of the object's bytes.")
+    size = models.BigIntegerField(help_text="Object size in bytes.")
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.PACK)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(size__gte=0), name="pack_size_not_negative")]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class Blob(models.Model):
+    """One frame in a pack: a field value (or list chunk) addressed by its digest."""
+
+    pack = models.ForeignKey(Pack, on_delete=models.PROTECT, related_name="blobs")
+    owner_id = models.CharField(max_length=128)
+    digest = models.CharField(max_length=64, help_text="sha256 of the canonical JSON bytes.")
+    offset = models.BigIntegerField()
+    length = models.BigIntegerField(help_text="Compressed frame length in bytes.")
+    codec = models.CharField(max_length=8)
+    raw_size = models.BigIntegerField(help_text="Canonical JSON size in bytes.")
+    dict_id = models.CharField(max_length=64, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["pack", "digest"], name="blob_unique_per_pack"),
+            models.CheckConstraint(
+                condition=Q(offset__gte=0) & Q(length__gte=0) & Q(raw_size__gte=0),
+                name="blob_sizes_not_negative",
+            ),
+        ]
+        indexes = [models.Index(fields=["owner_id", "digest"])]
+
+    def __str__(self) -> str:
+        return f"{self.digest[:12]} in {self.pack_id}"
+
+
+class Manifest(models.Model):
+    """One immutable version of an execution's state, chained to its parents by hash."""
+
+    execution = models.ForeignKey(Execution, on_delete=models.PROTECT, related_name="manifests")
+    version = models.PositiveIntegerField()
+    hash = models.CharField(max_length=64, unique=True, help_text="Hash over entries and parents' hashes.")
+    parents = models.ManyToManyField(
+        "self", symmetrical=False, through="ManifestParent", related_name="children", blank=True
+    )
+    cohort = models.JSONField(default=dict, blank=True, help_text="Flag values the version was written under.")
+    idempotency_key = models.CharField(max_length=128, null=True, blank=True)
+    payload_bytes = models.PositiveIntegerField(default=0)
+    raw_bytes = models.BigIntegerField(default=0, help_text="Sum of the fields' canonical sizes.")
+    blobs = models.ManyToManyField(Blob, related_name="manifests", blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["execution", "version"], name="manifest_version_unique"),
+            models.UniqueConstraint(
+                fields=["execution", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="manifest_idempotency_unique",
+            ),
+            models.CheckConstraint(condition=Q(version__gte=1), name="manifest_version_positive"),
+        ]
+        ordering = ["execution_id", "version"]
+
+    def __str__(self) -> str:
+        return f"{self.execution} v{self.version}"
+
+
+class ManifestParent(models.Model):
+    child = models.ForeignKey(Manifest, on_delete=models.CASCADE, related_name="parent_links")
+    parent = models.ForeignKey(Manifest, on_delete=models.PROTECT, related_name="child_links")
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["child", "parent"], name="manifest_parent_unique"),
+            models.UniqueConstraint(fields=["child", "position"], name="manifest_parent_position_unique"),
+        ]
+        ordering = ["child_id", "position"]
+
+
+class ManifestEntry(models.Model):
+    class Kind(models.TextChoices):
+        INLINE = "inline", "Inline"
+        BLOB = "blob", "Blob"
+        LIST = "list", "Chunked list"
+
+    manifest = models.ForeignKey(Manifest, on_delete=models.CASCADE, related_name="entries")
+    field = models.CharField(max_length=512)
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    digest = models.CharField(max_length=64, blank=True, default="", help_text="Blob digest (blob kind).")
+    stored = models.JSONField(help_text="The field's stored form: inline value or pointer.")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["manifest", "field"], name="entry_unique_per_manifest")]
+        ordering = ["manifest_id", "field"]
+
+    def __str__(self) -> str:
+        return self.field
