@@ -25,7 +25,7 @@ dev-venv: $(DEV_STAMP)
 ## Embedded default: SQLite, blobs in ./var, tasks run in process. Prints an admin login.
 run: $(STAMP)
 	$(BIN)/python manage.py migrate --no-input
-	$(BIN)/python manage.py bootstrap_local
+	$(BIN)/python manage.py bootstrap_local --address $${ANALEMMA_BIND:-127.0.0.1:8000}
 	$(BIN)/python manage.py runserver $${ANALEMMA_BIND:-127.0.0.1:8000}
 
 ## Whole suite: the service tests on SQLite first, then everything on a real PostgreSQL and a
@@ -34,6 +34,10 @@ test: $(DEV_STAMP)
 	scripts/ensure-services.sh
 	ANALEMMA_TEST_DB=sqlite $(BIN)/python -m pytest -q tests/statebag
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: $(DEV_STAMP)
 	$(BIN)/python bench/statebag_workload.py --quick

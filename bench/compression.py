@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 from _common import DEFAULT_CORPUS, emit_json, load_corpus, print_table
-
 from analemma_sdk.statebag import train_dictionary
 from analemma_sdk.statebag.canonical import canonical_json
 from analemma_sdk.statebag.codec import ZSTD, Compressor, decode
@@ -40,7 +39,9 @@ def measure(name: str, compress, blobs: list[bytes]) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--train", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--eval", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--dict-size", type=int, default=110 * 1024)
@@ -64,8 +65,10 @@ def main() -> None:
     }
     results = {name: measure(name, fn, blobs) for name, fn in codecs.items()}
     same = args.train.resolve() == args.eval.resolve()
-    print(f"{len(blobs)} field blobs, {sum(len(b) for b in blobs):,} raw bytes; dictionary {len(dictionary.data):,} B"
-          + (" (train = eval: an optimistic figure)" if same else ""))
+    print(
+        f"{len(blobs)} field blobs, {sum(len(b) for b in blobs):,} raw bytes; dictionary {len(dictionary.data):,} B"
+        + (" (train = eval: an optimistic figure)" if same else "")
+    )
     print_table(["codec", "kept", "MB/s"], [[n, f"{r['kept']:.1%}", r["mb_s"]] for n, r in results.items()])
     emit_json({"eval": results, "train_is_eval": same, "dictionary_bytes": len(dictionary.data)})
 

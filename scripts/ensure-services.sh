@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Installs what the test suite starts by itself: PostgreSQL server binaries (Debian package).
-# The S3-protocol server (moto) comes from PyPI with requirements-dev.txt. Idempotent and quick
-# when everything is present.
+# Installs the Debian packages the test suite uses: the PostgreSQL server (the suite starts a
+# throwaway cluster itself) and Chromium with its driver (admin pages are tested in a real
+# browser). The S3-protocol server (moto) comes from PyPI with requirements-dev.txt.
+# Idempotent, and quick when everything is present.
 set -euo pipefail
-if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-  exit 0
-fi
+missing=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+[ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
-  echo "PostgreSQL server binaries are missing: install the 'postgresql' package (needs root)." >&2
+  echo "Missing Debian packages: ${missing[*]} (install them as root)." >&2
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq postgresql >/dev/null
+apt-get install -y -qq "${missing[@]}" >/dev/null

@@ -42,13 +42,15 @@ class ReadOnlyInline(admin.TabularInline):
 def _link(obj: Any, text: str) -> str:
     meta = obj._meta
     return format_html(
-        '<a href="{}">{}</a>', reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[obj.pk]), text
+        '<a href="{}">{}</a>',
+        reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[obj.pk]),
+        text,
     )
 
 
 class ManifestInline(ReadOnlyInline):
     model = Manifest
-    fields = ("version", "hash", "payload_bytes", "raw_bytes", "created_at")
+    fields = ("version", "hash", "raw_bytes", "created_at")
     readonly_fields = fields
     ordering = ("-version",)
 
@@ -58,7 +60,16 @@ class ExecutionAdmin(ReadOnlyAdmin):
     list_display = ("execution_id", "owner_id", "workflow_id", "status", "head_version", "updated_at")
     list_filter = ("status", "workflow_id")
     search_fields = ("execution_id", "owner_id", "workflow_id")
-    readonly_fields = ("owner_id", "workflow_id", "execution_id", "status", "head_link", "created_at", "updated_at", "finished_at")
+    readonly_fields = (
+        "owner_id",
+        "workflow_id",
+        "execution_id",
+        "status",
+        "head_link",
+        "created_at",
+        "updated_at",
+        "finished_at",
+    )
     fields = readonly_fields
     inlines = [ManifestInline]
 
@@ -83,10 +94,21 @@ class EntryInline(ReadOnlyInline):
 
 @admin.register(Manifest)
 class ManifestAdmin(ReadOnlyAdmin):
-    list_display = ("__str__", "short_hash", "parent_count", "payload_bytes", "raw_bytes", "created_at")
+    list_display = ("__str__", "short_hash", "parent_count", "raw_bytes", "created_at")
     list_filter = ("execution__workflow_id",)
     search_fields = ("hash", "execution__execution_id", "execution__owner_id")
-    readonly_fields = ("execution", "version", "hash", "chain", "children_links", "cohort", "idempotency_key", "payload_bytes", "raw_bytes", "created_at")
+    readonly_fields = (
+        "execution",
+        "version",
+        "hash",
+        "chain",
+        "children_links",
+        "cohort",
+        "idempotency_key",
+        "payload_bytes",
+        "raw_bytes",
+        "created_at",
+    )
     fields = readonly_fields
     inlines = [EntryInline]
 

@@ -96,10 +96,16 @@ class Manifest(models.Model):
     parents = models.ManyToManyField(
         "self", symmetrical=False, through="ManifestParent", related_name="children", blank=True
     )
-    cohort = models.JSONField(default=dict, blank=True, help_text="Flag values the version was written under.")
-    idempotency_key = models.CharField(max_length=128, null=True, blank=True)
-    payload_bytes = models.PositiveIntegerField(default=0)
-    raw_bytes = models.BigIntegerField(default=0, help_text="Sum of the fields' canonical sizes.")
+    cohort = models.JSONField(
+        default=dict, blank=True, help_text="Flag values the version was written under."
+    )
+    idempotency_key = models.CharField(
+        max_length=128,
+        blank=True,
+        default="",
+        help_text="Caller's key: a retried commit returns this version.",
+    )
+    raw_bytes = models.BigIntegerField(default=0, help_text="Canonical bytes of the offloaded values it references.")
     blobs = models.ManyToManyField(Blob, related_name="manifests", blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -108,7 +114,7 @@ class Manifest(models.Model):
             models.UniqueConstraint(fields=["execution", "version"], name="manifest_version_unique"),
             models.UniqueConstraint(
                 fields=["execution", "idempotency_key"],
-                condition=Q(idempotency_key__isnull=False),
+                condition=~Q(idempotency_key=""),
                 name="manifest_idempotency_unique",
             ),
             models.CheckConstraint(condition=Q(version__gte=1), name="manifest_version_positive"),
@@ -131,6 +137,9 @@ class ManifestParent(models.Model):
         ]
         ordering = ["child_id", "position"]
 
+    def __str__(self) -> str:
+        return f"{self.child_id} <- {self.parent_id}"
+
 
 class ManifestEntry(models.Model):
     class Kind(models.TextChoices):
@@ -145,7 +154,9 @@ class ManifestEntry(models.Model):
     stored = models.JSONField(help_text="The field's stored form: inline value or pointer.")
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["manifest", "field"], name="entry_unique_per_manifest")]
+        constraints = [
+            models.UniqueConstraint(fields=["manifest", "field"], name="entry_unique_per_manifest")
+        ]
         ordering = ["manifest_id", "field"]
 
     def __str__(self) -> str:

@@ -30,7 +30,9 @@ def _postgres_bin() -> Path:
     initdb = shutil.which("initdb")
     if initdb:
         return Path(initdb).parent
-    raise RuntimeError("PostgreSQL is not installed: run scripts/ensure-services.sh (apt-get install postgresql)")
+    raise RuntimeError(
+        "PostgreSQL is not installed: run scripts/ensure-services.sh (apt-get install postgresql)"
+    )
 
 
 def _as_postgres_user(cmd: list[str]) -> list[str]:
@@ -50,13 +52,27 @@ def postgres_server() -> Iterator[str]:
         shutil.chown(workdir, "postgres", "postgres")
     port = free_port()
     subprocess.run(
-        _as_postgres_user([str(bindir / "initdb"), "-D", str(datadir), "-U", "analemma", "--auth=trust", "-E", "UTF8"]),
+        _as_postgres_user(
+            [str(bindir / "initdb"), "-D", str(datadir), "-U", "analemma", "--auth=trust", "-E", "UTF8"]
+        ),
         check=True,
         stdout=subprocess.DEVNULL,
     )
     options = f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
     subprocess.run(
-        _as_postgres_user([str(bindir / "pg_ctl"), "-D", str(datadir), "-o", options, "-l", str(workdir / "log"), "-w", "start"]),
+        _as_postgres_user(
+            [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(datadir),
+                "-o",
+                options,
+                "-l",
+                str(workdir / "log"),
+                "-w",
+                "start",
+            ]
+        ),
         check=True,
         stdout=subprocess.DEVNULL,
     )

@@ -11,9 +11,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.conf import settings
-from django.db import IntegrityError, transaction
-
 from analemma_sdk.statebag import (
     META_KEY,
     ManifestDraft,
@@ -23,6 +20,8 @@ from analemma_sdk.statebag import (
     manifest_hash,
 )
 from analemma_sdk.statebag.pointers import BlobRef, ListRef, Literal, parse_pointer
+from django.conf import settings
+from django.db import IntegrityError, transaction
 
 from ..errors import DanglingPointerError, ManifestConflictError, TwoPhaseCommitUnavailableError
 from ..models import Blob, Execution, Manifest, ManifestEntry, ManifestParent, Pack
@@ -81,7 +80,7 @@ class StateVersioningService:
             version=version,
             hash=digest,
             cohort=dict(draft.cohort),
-            idempotency_key=draft.idempotency_key,
+            idempotency_key=draft.idempotency_key or "",
             raw_bytes=sum(blob.raw_size for blob in referenced),
         )
         ManifestParent.objects.bulk_create(
@@ -113,7 +112,12 @@ def _record_packs(draft: ManifestDraft) -> None:
     for write in draft.packs:
         pack, _ = Pack.objects.get_or_create(
             key=write.key,
-            defaults={"owner_id": draft.owner_id, "digest": write.digest, "size": write.size, "kind": write.kind},
+            defaults={
+                "owner_id": draft.owner_id,
+                "digest": write.digest,
+                "size": write.size,
+                "kind": write.kind,
+            },
         )
         Blob.objects.bulk_create(
             [
@@ -140,7 +144,9 @@ def _entries(draft: ManifestDraft) -> tuple[list[ManifestEntry], list[Blob]]:
         pointer = parse_pointer(stored)
         if isinstance(pointer, BlobRef):
             refs.append(pointer)
-            entries.append(ManifestEntry(field=name, kind=ManifestEntry.Kind.BLOB, digest=pointer.digest, stored=stored))
+            entries.append(
+                ManifestEntry(field=name, kind=ManifestEntry.Kind.BLOB, digest=pointer.digest, stored=stored)
+            )
         elif isinstance(pointer, ListRef):
             refs.extend(pointer.blob_refs())
             entries.append(ManifestEntry(field=name, kind=ManifestEntry.Kind.LIST, stored=stored))

@@ -12,17 +12,29 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 def run_bench(*args):
-    done = subprocess.run([sys.executable, *args], cwd=BENCH, capture_output=True, text=True, check=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, *args], cwd=BENCH, capture_output=True, text=True, check=True, timeout=600
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_statebag_workload__quick__batched_zstd_saves_95_percent_of_requests(corpus_dir):
     report = run_bench("statebag_workload.py", "--quick", "--corpus", str(corpus_dir))
     modes = report["modes"]
-    assert set(modes) == {"legacy", "batched", "batched_zstd", "batched_zstd_dict"}
+    assert set(modes) == {"legacy", "batched", "batched_zstd", "batched_zstd_dict", "batched_zstd_cold"}
     for figures in modes.values():
-        assert {"puts", "gets", "lists", "deletes", "requests", "raw_bytes", "stored_bytes",
-                "payload_max_bytes", "dehydrate_mb_s", "hydrate_mb_s"} <= set(figures)
+        assert {
+            "puts",
+            "gets",
+            "lists",
+            "deletes",
+            "requests",
+            "raw_bytes",
+            "stored_bytes",
+            "payload_max_bytes",
+            "dehydrate_mb_s",
+            "hydrate_mb_s",
+        } <= set(figures)
         assert figures["payload_max_bytes"] <= 16 * 1024
         assert figures["lists"] == 0
     assert modes["batched_zstd"]["requests"] <= 0.05 * modes["legacy"]["requests"]

@@ -6,8 +6,12 @@ import textwrap
 
 import pytest
 import zstandard
-
-from analemma_sdk.statebag import CorruptBlobError, CorruptPackError, DecompressionBombError, InvalidValueError
+from analemma_sdk.statebag import (
+    CorruptBlobError,
+    CorruptPackError,
+    DecompressionBombError,
+    InvalidValueError,
+)
 from analemma_sdk.statebag.canonical import _stdlib_dumps, canonical_json
 from analemma_sdk.statebag.codec import GZIP, RAW, ZSTD, Compressor, ZstdDictionary, decode, train_dictionary
 from analemma_sdk.statebag.packs import build_pack, read_pack_index
@@ -77,7 +81,9 @@ def test_decode__garbage__corrupt_error():
 
 
 def test_dictionary__trained_on_samples__round_trips_and_needs_dictionary():
-    samples = [canonical_json({"role": "user", "content": f"message number {i} " * 5, "i": i}) for i in range(400)]
+    samples = [
+        canonical_json({"role": "user", "content": f"message number {i} " * 5, "i": i}) for i in range(400)
+    ]
     dictionary = train_dictionary(samples, size=4096)
     raw = samples[7]
     encoded = Compressor(ZSTD, 3, dictionary).encode(raw)
@@ -96,9 +102,9 @@ def test_build_pack__several_frames__index_reads_back():
     frames = read_pack_index(pack.data)
     assert [f.digest for f in frames] == [b[0] for b in blobs]
     first = frames[1]
-    assert decode(first.codec, pack.data[first.offset : first.offset + first.length], first.raw_size) == canonical_json(
-        {"i": 1, "pad": "x" * 500}
-    )
+    assert decode(
+        first.codec, pack.data[first.offset : first.offset + first.length], first.raw_size
+    ) == canonical_json({"i": 1, "pad": "x" * 500})
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,6 @@ import subprocess
 import sys
 
 import pytest
-
 from analemma_sdk.statebag import (
     META_KEY,
     BlobTooLargeError,
@@ -142,6 +141,20 @@ def test_dehydrate__huge_state__payload_stays_under_budget(local_store):
     assert hydrator.hydrate(payload).to_dict() == state
 
 
+@pytest.mark.parametrize("mode", ["legacy", "batched_zstd"])
+def test_dehydrate__thousands_of_fields__field_map_spills_and_round_trips(counting_store, mode):
+    hydrator = StateHydrator(store=counting_store, **MODES[mode])
+    state = {
+        f"field_{i}": {"data": "x" * 900, "i": i} for i in range(3000)
+    }  # 3,000 pointers alone need ~600 KB
+    state["status"] = "RUNNING"
+    payload = hydrator.dehydrate(state, **IDS)
+    assert len(canonical_json(payload)) <= hydrator.payload_budget
+    assert set(payload) == {META_KEY}
+    bag = StateHydrator(store=counting_store, **MODES[mode]).hydrate(payload)
+    assert bag["status"] == "RUNNING" and bag.to_dict() == state
+
+
 def test_hydrate__bit_flipped_pack__typed_error_never_wrong_data(local_store):
     hydrator = StateHydrator(use_batching=True, use_zstd=True, store=local_store)
     payload = hydrator.dehydrate(big_state(), **IDS)
@@ -153,7 +166,9 @@ def test_hydrate__bit_flipped_pack__typed_error_never_wrong_data(local_store):
         flipped[position] ^= 0x01
         path.write_bytes(bytes(flipped))
         with pytest.raises(CorruptBlobError):
-            StateHydrator(use_batching=True, use_zstd=True, store=local_store).hydrate(payload)["llm_response"]
+            StateHydrator(use_batching=True, use_zstd=True, store=local_store).hydrate(payload)[
+                "llm_response"
+            ]
     path.write_bytes(bytes(data[: pointer["o"] + 3]))  # truncated
     with pytest.raises(CorruptBlobError):
         StateHydrator(use_batching=True, store=local_store).hydrate(payload)["llm_response"]
@@ -181,7 +196,18 @@ def test_hydrate__declared_size_over_ceiling__refused_before_fetch(counting_stor
 @pytest.mark.parametrize(
     "event",
     [
-        {"x": {"$sb": "blob", "v": 1, "d": "a" * 64, "k": "../../secret", "o": 0, "n": 1, "c": "raw", "s": 1}},
+        {
+            "x": {
+                "$sb": "blob",
+                "v": 1,
+                "d": "a" * 64,
+                "k": "../../secret",
+                "o": 0,
+                "n": 1,
+                "c": "raw",
+                "s": 1,
+            }
+        },
         {"x": {"$sb": "blob"}},
         {META_KEY: "not an object"},
         ["not", "a", "mapping"],

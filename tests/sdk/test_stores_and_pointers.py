@@ -1,11 +1,23 @@
 import pytest
-
 from analemma_sdk.statebag import BlobNotFoundError, InvalidKeyError, MalformedPointerError, MemoryStore
 from analemma_sdk.statebag.keys import validate_id
 from analemma_sdk.statebag.pointers import parse_pointer
 from analemma_sdk.statebag.s3 import S3Store
 
-HOSTILE_KEYS = ["../etc/passwd", "/abs/key", "a/../../b", "", "a//b", ".hidden", "a/./b", "a\\b", "a/b/", "é", "a b", "x" * 600]
+HOSTILE_KEYS = [
+    "../etc/passwd",
+    "/abs/key",
+    "a/../../b",
+    "",
+    "a//b",
+    ".hidden",
+    "a/./b",
+    "a\\b",
+    "a/b/",
+    "é",
+    "a b",
+    "x" * 600,
+]
 
 
 @pytest.mark.parametrize("key", HOSTILE_KEYS)
@@ -50,7 +62,16 @@ def test_s3_store__against_s3_server__round_trips_ranges_and_missing(s3_client, 
     assert not store.exists("o/a/p/ab/obj")
 
 
-GOOD = {"$sb": "blob", "v": 1, "d": "a" * 64, "k": "o/x/p/aa/" + "a" * 64 + ".asbp", "o": 8, "n": 10, "c": "zstd", "s": 20}
+GOOD = {
+    "$sb": "blob",
+    "v": 1,
+    "d": "a" * 64,
+    "k": "o/x/p/aa/" + "a" * 64 + ".asbp",
+    "o": 8,
+    "n": 10,
+    "c": "zstd",
+    "s": 20,
+}
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,8 @@
 import pytest
+from analemma_sdk.statebag import StateHydrator
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
-from analemma_sdk.statebag import StateHydrator
 from statebag.models import Execution, Manifest, Pack
 from statebag.services import StateVersioningService
 
@@ -11,7 +11,9 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def recorded(local_store):
-    hydrator = StateHydrator(use_batching=True, use_zstd=True, store=local_store, manifest_store=StateVersioningService())
+    hydrator = StateHydrator(
+        use_batching=True, use_zstd=True, store=local_store, manifest_store=StateVersioningService()
+    )
     payload = {}
     for step in range(1, 4):
         bag = hydrator.hydrate(payload)
@@ -43,7 +45,9 @@ def test_admin__changelists__render_and_are_read_only(staff_client, recorded, na
 
 def test_admin__post_to_manifest__changes_nothing(staff_client, recorded):
     manifest = recorded.head
-    response = staff_client.post(reverse("admin:statebag_manifest_change", args=[manifest.pk]), {"version": 99})
+    response = staff_client.post(
+        reverse("admin:statebag_manifest_change", args=[manifest.pk]), {"version": 99}
+    )
     assert response.status_code == 403
     assert Manifest.objects.get(pk=manifest.pk).version == manifest.version
     assert Pack.objects.exists()

@@ -1,6 +1,6 @@
 import pytest
-
 from analemma_sdk.statebag import StateHydrator
+
 from statebag.errors import DanglingPointerError, ManifestConflictError, TwoPhaseCommitUnavailableError
 from statebag.models import Execution, Manifest, ManifestEntry, Pack
 from statebag.services import StateVersioningService, manifest_chain, manifest_state, manifest_verify
@@ -21,7 +21,10 @@ def make_state(step):
 @pytest.fixture
 def hydrator(local_store):
     return StateHydrator(
-        use_batching=True, use_zstd=True, store=local_store, manifest_store=StateVersioningService(use_2pc=False)
+        use_batching=True,
+        use_zstd=True,
+        store=local_store,
+        manifest_store=StateVersioningService(use_2pc=False),
     )
 
 
@@ -92,8 +95,12 @@ def test_record__merge_of_two_parents__links_both(hydrator, local_store):
     parent = head.parent_links.get().parent
     record = service.record(
         ManifestDraft(
-            owner_id="acme", workflow_id="support", execution_id="exec-1",
-            parents=(head.hash, parent.hash), entries={"merged": True}, packs=(),
+            owner_id="acme",
+            workflow_id="support",
+            execution_id="exec-1",
+            parents=(head.hash, parent.hash),
+            entries={"merged": True},
+            packs=(),
         )
     )
     merged = Manifest.objects.get(hash=record.hash)
@@ -102,13 +109,22 @@ def test_record__merge_of_two_parents__links_both(hydrator, local_store):
 
 
 def test_record__pointer_to_unrecorded_object__dangling_error(hydrator, local_store):
-    payload = StateHydrator(use_batching=True, store=local_store).dehydrate(make_state(2), **IDS)  # no manifest store
+    payload = StateHydrator(use_batching=True, store=local_store).dehydrate(
+        make_state(2), **IDS
+    )  # no manifest store
     from analemma_sdk.statebag import ManifestDraft
 
     entries = {k: v for k, v in payload.items() if k != "__statebag__"}
     with pytest.raises(DanglingPointerError):
         StateVersioningService(use_2pc=False).record(
-            ManifestDraft(owner_id="acme", workflow_id="support", execution_id="exec-9", parents=(), entries=entries, packs=())
+            ManifestDraft(
+                owner_id="acme",
+                workflow_id="support",
+                execution_id="exec-9",
+                parents=(),
+                entries=entries,
+                packs=(),
+            )
         )
     assert not Manifest.objects.filter(execution__execution_id="exec-9").exists()
 
@@ -121,7 +137,9 @@ def test_record__other_owners_pack__dangling_error(hydrator, local_store):
     entries = {k: v for k, v in payload.items() if k != "__statebag__"}
     with pytest.raises(DanglingPointerError):
         StateVersioningService(use_2pc=False).record(
-            ManifestDraft(owner_id="mallory", workflow_id="w", execution_id="e", parents=(), entries=entries, packs=())
+            ManifestDraft(
+                owner_id="mallory", workflow_id="w", execution_id="e", parents=(), entries=entries, packs=()
+            )
         )
 
 

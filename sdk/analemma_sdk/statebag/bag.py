@@ -11,6 +11,7 @@ from .pointers import BlobRef, Literal, parse_pointer
 if TYPE_CHECKING:
     from .hydrator import StateHydrator
 
+
 class StateBag(MutableMapping[str, Any]):
     """Fields stay in their stored form until read. Assignments and deletions are tracked;
     in-place edits of a loaded value are found by comparing canonical bytes."""

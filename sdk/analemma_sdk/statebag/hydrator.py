@@ -36,7 +36,16 @@ from .errors import (
 from .keys import dictionary_key, object_key, pack_key, validate_id
 from .manifests import ManifestDraft, ManifestStore, PackWrite
 from .packs import FrameRef, build_pack
-from .pointers import BlobRef, ChunkRef, ListRef, Literal, Stored, literal_json, needs_escape
+from .pointers import (
+    BlobRef,
+    ChunkRef,
+    ListRef,
+    Literal,
+    Stored,
+    literal_json,
+    needs_escape,
+    parse_pointer,
+)
 from .stores import BlobStore
 from .temperature import Temperature, TemperatureRegistry
 
@@ -188,6 +197,8 @@ class StateHydrator:
         if meta is not None and not isinstance(meta, dict):
             raise MalformedPointerError(f"{META_KEY} must be an object")
         stored = {name: value for name, value in bag.items() if name != META_KEY}
+        if meta and "spill" in meta:
+            stored.update(self._load_spill(meta["spill"]))
         state = StateBag(self, stored, meta)
         owner = (meta or {}).get("owner")
         if isinstance(owner, str):
@@ -195,6 +206,15 @@ class StateHydrator:
         if not self.use_batching:
             state.to_dict()  # the legacy path loads everything up front
         return state
+
+    def _load_spill(self, pointer_json: Any) -> dict[str, Any]:
+        pointer = parse_pointer(pointer_json)
+        if not isinstance(pointer, BlobRef):
+            raise MalformedPointerError("the spilled field map must be a blob pointer")
+        fields = self.load(pointer)
+        if not isinstance(fields, dict):
+            raise CorruptBlobError("the spilled field map is not an object")
+        return fields
 
     def load(self, pointer: Stored) -> Any:
         if isinstance(pointer, Literal):
@@ -247,12 +267,9 @@ class StateHydrator:
         if len(unique) > 1 and end - start <= wanted * _SPAN_SLACK:
             span = self.store.get_range(key, start, end - start)
             return [
-                (r, _checked_frame(r, span[r.offset - start : r.offset - start + r.length]))
-                for r in unique
+                (r, _checked_frame(r, span[r.offset - start : r.offset - start + r.length])) for r in unique
             ]
-        return [
-            (r, _checked_frame(r, self.store.get_range(key, r.offset, r.length))) for r in unique
-        ]
+        return [(r, _checked_frame(r, self.store.get_range(key, r.offset, r.length))) for r in unique]
 
     def _dictionary_for(self, dict_id: str | None) -> ZstdDictionary | None:
         if dict_id is None:
@@ -314,7 +331,7 @@ class StateHydrator:
                 plans[name] = _Existing(stored, size) if is_ref else _Inline(stored, size)
             else:
                 plans[name] = self._plan(name, state[name])
-        self._fit_budget(plans, owner_id)
+        fits = self._fit_budget(plans, owner_id)
         writes, new_blobs, reused = self._write(plans, owner_id)
         entries = {name: _render(plan) for name, plan in plans.items()}
         meta: dict[str, Any] = {
@@ -323,6 +340,17 @@ class StateHydrator:
             "workflow": workflow_id,
             "execution": execution_id,
         }
+        visible: dict[str, Any] = entries
+        if not fits:
+            # Too many fields for even their pointers to fit: the field map itself becomes
+            # one blob, and the payload carries only its pointer.
+            spill = _Blob(*_digested(canonical_json(entries)), Temperature.COLD)
+            self._check_blob_size("(field map)", spill.raw)
+            spill_writes, _, _ = self._write({"": spill}, owner_id)
+            writes.extend(spill_writes)
+            assert spill.ref is not None
+            meta["spill"] = spill.ref.to_json()
+            visible = {}
         manifest_hash, version = None, None
         if self.manifest_store is not None:
             parent = previous.get("manifest") if previous.get("execution") == execution_id else None
@@ -340,7 +368,7 @@ class StateHydrator:
             )
             manifest_hash, version = record.hash, record.version
             meta.update(manifest=manifest_hash, version=version)
-        payload = {**entries, META_KEY: meta}
+        payload = {**visible, META_KEY: meta}
         size = len(canonical_json(payload))
         if size > self.payload_budget:
             raise PayloadTooLargeError(
@@ -391,26 +419,27 @@ class StateHydrator:
                 f"field {name!r} is {len(raw)} bytes, over the {self.max_blob_bytes}-byte ceiling"
             )
 
-    def _fit_budget(self, plans: dict[str, _Plan], owner_id: str) -> None:
-        """Offload the largest inline parts until the payload fits its budget."""
+    def _fit_budget(self, plans: dict[str, _Plan], owner_id: str) -> bool:
+        """Offload the largest inline parts until the payload fits its budget; False when
+        even every pointer together would not fit."""
         pointer_size = _pointer_size_bound(owner_id)
         meta_size = 320 + 3 * 128  # meta object with ids at their longest, manifest hash
-        while True:
-            sizes = {name: len(name) + 4 + _plan_size(plan, pointer_size) for name, plan in plans.items()}
-            if sum(sizes.values()) + meta_size <= self.payload_budget:
-                return
-            candidates = [
-                (reducible, name)
-                for name, plan in plans.items()
-                if (reducible := _reducible(plan, pointer_size)) > 0
-            ]
-            if not candidates:
-                raise PayloadTooLargeError(
-                    f"{len(plans)} fields need about {sum(sizes.values())} bytes even with every "
-                    f"large value offloaded; the budget is {self.payload_budget} bytes"
-                )
-            _, name = max(candidates)
-            plans[name] = self._offload(name, plans[name])
+        total = meta_size + sum(len(n) + 4 + _plan_size(p, pointer_size) for n, p in plans.items())
+        if total <= self.payload_budget:
+            return True
+        # Largest savings first. A list takes two passes to become one blob (seal its tail,
+        # then give up chunking), so a smaller field is offloaded before that happens.
+        for _ in range(2):
+            order = sorted(((_reducible(p, pointer_size), n) for n, p in plans.items()), reverse=True)
+            for saving, name in order:
+                if total <= self.payload_budget:
+                    return True
+                if saving <= 0:
+                    break
+                before = _plan_size(plans[name], pointer_size)
+                plans[name] = self._offload(name, plans[name])
+                total += _plan_size(plans[name], pointer_size) - before
+        return total <= self.payload_budget
 
     def _offload(self, name: str, plan: _Plan) -> _Plan:
         temperature = self.temperatures.of(name)
@@ -502,8 +531,10 @@ class StateHydrator:
     def _remember_refs(self, owner_id: str, pointers: Any) -> None:
         prefix = f"o/{owner_id}/p/"
         for pointer in pointers:
-            refs = [pointer] if isinstance(pointer, BlobRef) else (
-                pointer.blob_refs() if isinstance(pointer, ListRef) else []
+            refs = (
+                [pointer]
+                if isinstance(pointer, BlobRef)
+                else (pointer.blob_refs() if isinstance(pointer, ListRef) else [])
             )
             for ref in refs:
                 # Only packs under the owner's own prefix count: a payload cannot make this
@@ -523,6 +554,10 @@ def _extract_bag(event: Mapping[str, Any]) -> dict[str, Any]:
             return dict(bag)
         return dict(state_data)
     return dict(event)
+
+
+def _digested(raw: bytes) -> tuple[str, bytes]:
+    return sha256_hex(raw), raw
 
 
 def _checked_frame(ref: BlobRef, frame: bytes) -> bytes:
@@ -564,7 +599,9 @@ def _unescape(stored: Any) -> Any:
 
 def _pointer_size_bound(owner_id: str) -> int:
     big = 10**12
-    ref = BlobRef("f" * 64, pack_key(owner_id, "f" * 64) + ".0000000000000000", big, big, GZIP, big, "f" * 32, True)
+    ref = BlobRef(
+        "f" * 64, pack_key(owner_id, "f" * 64) + ".0000000000000000", big, big, GZIP, big, "f" * 32, True
+    )
     return len(canonical_json(ref.to_json())) + 8
 
 

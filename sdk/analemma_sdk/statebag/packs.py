@@ -66,9 +66,7 @@ def build_pack(blobs: list[tuple[str, int, Encoded]]) -> BuiltPack:
     offset = HEADER.size
     frames = []
     for digest, raw_size, encoded in blobs:
-        frames.append(
-            FrameRef(digest, offset, len(encoded.data), encoded.codec, raw_size, encoded.dict_id)
-        )
+        frames.append(FrameRef(digest, offset, len(encoded.data), encoded.codec, raw_size, encoded.dict_id))
         parts.append(encoded.data)
         offset += len(encoded.data)
     index = canonical_json({"v": VERSION, "blobs": [f.as_index_entry() for f in frames]})

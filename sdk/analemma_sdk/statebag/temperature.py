@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from enum import Enum
+from enum import StrEnum
 
 
-class Temperature(str, Enum):
+class Temperature(StrEnum):
     HOT = "hot"
     WARM = "warm"
     COLD = "cold"

@@ -12,6 +12,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):  # type: ignore[no-untyped-def]  # Django's signature
         parser.add_argument("--username", default="admin")
+        parser.add_argument("--address", default="127.0.0.1:8000", help="host:port the server will listen on")
 
     def handle(self, *args: object, **options: object) -> None:
         if not getattr(settings, "ANALEMMA_EMBEDDED", False):
@@ -27,5 +28,7 @@ class Command(BaseCommand):
         user.save()
         verb = "Created" if created else "Reset"
         self.stdout.write(
-            self.style.SUCCESS(f"{verb} admin login for http://127.0.0.1:8000/admin/ -> user: {username}  password: {password}")
+            self.style.SUCCESS(
+                f"{verb} admin login for http://{options['address']}/admin/ -> user: {username}  password: {password}"
+            )
         )
