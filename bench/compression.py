@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from _common import DEFAULT_CORPUS, emit_json, load_corpus, print_table
+
 from analemma_sdk.statebag import train_dictionary
 from analemma_sdk.statebag.canonical import canonical_json
 from analemma_sdk.statebag.codec import ZSTD, Compressor, decode

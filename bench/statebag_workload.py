@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import DEFAULT_CORPUS, emit_json, load_corpus, print_table
+
 from analemma_sdk.statebag import CountingStore, LocalFolderStore, StateHydrator, train_dictionary
 from analemma_sdk.statebag.canonical import canonical_json
 
@@ -131,8 +132,8 @@ def store_factory(kind: str, workdir: Path) -> Any:
         yield lambda name: LocalFolderStore(workdir / name)
         return
     import boto3
-    from analemma_sdk.statebag.s3 import S3Store
 
+    from analemma_sdk.statebag.s3 import S3Store
     from tests.servers import s3_server
 
     with s3_server() as endpoint:

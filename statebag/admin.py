@@ -105,7 +105,6 @@ class ManifestAdmin(ReadOnlyAdmin):
         "children_links",
         "cohort",
         "idempotency_key",
-        "payload_bytes",
         "raw_bytes",
         "created_at",
     )

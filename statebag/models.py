@@ -105,7 +105,9 @@ class Manifest(models.Model):
         default="",
         help_text="Caller's key: a retried commit returns this version.",
     )
-    raw_bytes = models.BigIntegerField(default=0, help_text="Canonical bytes of the offloaded values it references.")
+    raw_bytes = models.BigIntegerField(
+        default=0, help_text="Canonical bytes of the offloaded values it references."
+    )
     blobs = models.ManyToManyField(Blob, related_name="manifests", blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from analemma_sdk.statebag import CountingStore, LocalFolderStore, reset_hydrators
 
 from .servers import postgres_server, s3_server

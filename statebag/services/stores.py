@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from functools import cache
 
-from analemma_sdk.statebag import BlobNotFoundError, BlobStore, LocalFolderStore
-from analemma_sdk.statebag.keys import validate_key
 from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, Storage, storages
+
+from analemma_sdk.statebag import BlobNotFoundError, BlobStore, LocalFolderStore
+from analemma_sdk.statebag.keys import validate_key
 
 
 class DjangoStorageStore:

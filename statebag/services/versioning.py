@@ -11,6 +11,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
 from analemma_sdk.statebag import (
     META_KEY,
     ManifestDraft,
@@ -20,8 +23,6 @@ from analemma_sdk.statebag import (
     manifest_hash,
 )
 from analemma_sdk.statebag.pointers import BlobRef, ListRef, Literal, parse_pointer
-from django.conf import settings
-from django.db import IntegrityError, transaction
 
 from ..errors import DanglingPointerError, ManifestConflictError, TwoPhaseCommitUnavailableError
 from ..models import Blob, Execution, Manifest, ManifestEntry, ManifestParent, Pack

@@ -6,6 +6,7 @@ import textwrap
 
 import pytest
 import zstandard
+
 from analemma_sdk.statebag import (
     CorruptBlobError,
     CorruptPackError,

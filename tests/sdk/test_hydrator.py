@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+
 from analemma_sdk.statebag import (
     META_KEY,
     BlobTooLargeError,

@@ -1,4 +1,5 @@
 import pytest
+
 from analemma_sdk.statebag import BlobNotFoundError, InvalidKeyError, MalformedPointerError, MemoryStore
 from analemma_sdk.statebag.keys import validate_id
 from analemma_sdk.statebag.pointers import parse_pointer

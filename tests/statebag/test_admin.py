@@ -1,8 +1,8 @@
 import pytest
-from analemma_sdk.statebag import StateHydrator
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
+from analemma_sdk.statebag import StateHydrator
 from statebag.models import Execution, Manifest, Pack
 from statebag.services import StateVersioningService
 

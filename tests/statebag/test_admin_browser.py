@@ -22,7 +22,9 @@ def browser():
 
 @pytest.fixture
 def execution(local_store):
-    hydrator = StateHydrator(use_batching=True, use_zstd=True, store=local_store, manifest_store=StateVersioningService())
+    hydrator = StateHydrator(
+        use_batching=True, use_zstd=True, store=local_store, manifest_store=StateVersioningService()
+    )
     payload = {}
     for step in range(1, 4):
         bag = hydrator.hydrate(payload)

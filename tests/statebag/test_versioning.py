@@ -1,6 +1,6 @@
 import pytest
-from analemma_sdk.statebag import StateHydrator
 
+from analemma_sdk.statebag import StateHydrator
 from statebag.errors import DanglingPointerError, ManifestConflictError, TwoPhaseCommitUnavailableError
 from statebag.models import Execution, Manifest, ManifestEntry, Pack
 from statebag.services import StateVersioningService, manifest_chain, manifest_state, manifest_verify
