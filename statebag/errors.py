@@ -1,10 +1,19 @@
-"""Errors of the service side of the state bag."""
+"""Errors of the service side of the state bag (the shared ones live in the SDK)."""
 
 from analemma_sdk.statebag import StateBagError
+from analemma_sdk.statebag.errors import (
+    ManifestConflictError,
+    StaleReferenceError,
+    TransactionAbortedError,
+)
 
-
-class ManifestConflictError(StateBagError):
-    """The execution's head moved since the caller read it (a lost race)."""
+__all__ = [
+    "DanglingPointerError",
+    "ManifestConflictError",
+    "StaleReferenceError",
+    "TransactionAbortedError",
+    "TwoPhaseCommitUnavailableError",
+]
 
 
 class DanglingPointerError(StateBagError):

@@ -4,6 +4,8 @@ Manifests and their entries are immutable once written: the versioning service c
 and nothing updates them. An execution's head is the only pointer that moves.
 """
 
+import uuid
+
 from django.db import models
 from django.db.models import Q
 
@@ -46,11 +48,28 @@ class Pack(models.Model):
         PACK = "pack", "Pack"
         OBJECT = "object", "Single object"
 
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending (uploaded under a prepared transaction)"
+        LIVE = "live", "Live"
+        DELETING = "deleting", "Being deleted"
+
     key = models.CharField(max_length=512, unique=True, help_text="Object key inside the store.")
     owner_id = models.CharField(max_length=128)
     digest = models.CharField(max_length=64, help_text="sha256 of the object's bytes.")
     size = models.BigIntegerField(help_text="Object size in bytes.")
     kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.PACK)
+    state = models.CharField(max_length=8, choices=State.choices, default=State.LIVE, db_index=True)
+    transaction = models.ForeignKey(
+        "CommitTransaction",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="packs",
+        help_text="The transaction that first uploaded it.",
+    )
+    gc_candidate_since = models.DateTimeField(
+        null=True, blank=True, db_index=True, help_text="Set when something stopped referencing it."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -108,6 +127,14 @@ class Manifest(models.Model):
     raw_bytes = models.BigIntegerField(
         default=0, help_text="Canonical bytes of the offloaded values it references."
     )
+    committed_via = models.CharField(
+        max_length=8, default="direct", help_text="2pc, or direct (recorded after its uploads, one step)."
+    )
+    retained = models.BooleanField(
+        default=True, db_index=True, help_text="False once retention released it to GC."
+    )
+    pinned = models.BooleanField(default=False, help_text="Kept whatever the retention policy says.")
+    released_at = models.DateTimeField(null=True, blank=True)
     blobs = models.ManyToManyField(Blob, related_name="manifests", blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -163,3 +190,78 @@ class ManifestEntry(models.Model):
 
     def __str__(self) -> str:
         return self.field
+
+
+class CommitTransaction(models.Model):
+    """One dehydration's two-phase commit: PREPARED, then COMMITTED or ABORTED."""
+
+    class State(models.TextChoices):
+        PREPARED = "prepared", "Prepared"
+        COMMITTED = "committed", "Committed"
+        ABORTED = "aborted", "Aborted"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner_id = models.CharField(max_length=128)
+    workflow_id = models.CharField(max_length=128)
+    execution_id = models.CharField(max_length=128)
+    parents = models.JSONField(default=list, blank=True, help_text="Manifest hashes the version builds on.")
+    upload_keys = models.JSONField(default=list, blank=True, help_text="Objects this transaction uploads.")
+    idempotency_key = models.CharField(max_length=128, blank=True, default="")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PREPARED, db_index=True)
+    expires_at = models.DateTimeField(db_index=True)
+    manifest = models.ForeignKey(Manifest, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    reason = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["state", "expires_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.execution_id} {self.state} {str(self.id)[:8]}"
+
+
+class Pin(models.Model):
+    """Holds a pack alive while a prepared transaction reuses (or re-uploads) its blobs."""
+
+    transaction = models.ForeignKey(CommitTransaction, on_delete=models.CASCADE, related_name="pins")
+    pack = models.ForeignKey(Pack, on_delete=models.CASCADE, related_name="pins")
+    digest = models.CharField(
+        max_length=64, blank=True, default="", help_text="Pinned blob; empty for a re-upload."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["transaction", "pack", "digest"], name="pin_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.pack_id} by {self.transaction_id}"
+
+
+class GCRun(models.Model):
+    """One background sweep: reaping, GC, retention or an audit."""
+
+    class Kind(models.TextChoices):
+        REAP = "reap", "Reap expired transactions"
+        GC = "gc", "Garbage collection"
+        RETENTION = "retention", "Retention"
+        AUDIT = "audit", "Store audit"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+    candidates = models.PositiveIntegerField(default=0)
+    deleted_objects = models.PositiveIntegerField(default=0)
+    deleted_bytes = models.BigIntegerField(default=0)
+    store_lists = models.PositiveIntegerField(default=0, help_text="LIST calls made (zero in normal GC).")
+    dry_run = models.BooleanField(default=False)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        verbose_name = "GC run"
+
+    def __str__(self) -> str:
+        return f"{self.kind} at {self.started_at:%Y-%m-%d %H:%M:%S}"

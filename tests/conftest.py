@@ -3,6 +3,7 @@ ANALEMMA_TEST_DB=sqlite asks for SQLite; S3 tests talk to moto's server on loopb
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -15,23 +16,41 @@ from analemma_sdk.statebag import CountingStore, LocalFolderStore, reset_hydrato
 
 from .servers import postgres_server, s3_server
 
+_SERVERS = pytest.StashKey[contextlib.ExitStack]()
+_DATABASE = pytest.StashKey[str]()
 CORPUS_DIR = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "tau-airline-dev"
 
 
-@pytest.fixture(scope="session")
-def django_db_modify_db_settings() -> Iterator[None]:
+def pytest_configure(config: pytest.Config) -> None:
+    """Point Django at a fresh PostgreSQL server before anything opens a connection."""
     from django.conf import settings
+    from django.db import connections
 
     if os.environ.get("ANALEMMA_TEST_DB", "postgres") == "sqlite":
-        settings.DATABASES["default"].update(ENGINE="django.db.backends.sqlite3", NAME=":memory:")
-        yield
-        return
-    import dj_database_url
+        url = "sqlite://:memory:"
+    else:
+        import dj_database_url
 
-    with postgres_server() as url:
-        # Update in place: Django has already filled this dict with its defaults.
+        stack = contextlib.ExitStack()
+        config.stash[_SERVERS] = stack
+        url = stack.enter_context(postgres_server())
         settings.DATABASES["default"].update(dj_database_url.parse(url))
-        yield
+    # Drop connection objects made from the previous value; they are rebuilt on next use.
+    for connection in connections.all(initialized_only=True):
+        connection.close()
+        del connections[connection.alias]
+    connections.__dict__.pop("settings", None)
+    config.stash[_DATABASE] = url
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    stack = config.stash.get(_SERVERS, None)
+    if stack is not None:
+        stack.close()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"database: {config.stash.get(_DATABASE, '?').split('@')[-1]}"
 
 
 @pytest.fixture(scope="session")

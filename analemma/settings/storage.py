@@ -40,4 +40,14 @@ STATEBAG = {
     "INLINE_THRESHOLD": env.int("STATEBAG_INLINE_THRESHOLD", default=1024),
     "MAX_BLOB_BYTES": env.int("STATEBAG_MAX_BLOB_BYTES", default=64 * 1024 * 1024),
     "USE_2PC": env.bool("USE_2PC", default=False),
+    # A prepared transaction not committed within this many seconds is aborted by the reaper.
+    "TRANSACTION_TTL_SECONDS": env.int("STATEBAG_TRANSACTION_TTL_SECONDS", default=15 * 60),
+    # GC deletes an unreferenced pack only once it is older than this.
+    "GC_GRACE_SECONDS": env.int("STATEBAG_GC_GRACE_SECONDS", default=60 * 60),
+    # Retention: a running execution keeps its head, its last K versions and pinned ones.
+    "RETAIN_LAST_VERSIONS": env.int("STATEBAG_RETAIN_LAST_VERSIONS", default=10),
+    "FINISHED_TTL_DAYS": env.int("STATEBAG_FINISHED_TTL_DAYS", default=30),
+    # GC work goes to this Celery queue (the original system's dead-letter queue for cleanups):
+    # a queue name, or a URL whose last path segment names it (an SQS queue URL, say).
+    "GC_DLQ_URL": env.str("GC_DLQ_URL", default=""),
 }

@@ -1,7 +1,7 @@
 import pytest
 
 from analemma_sdk.statebag import StateHydrator
-from statebag.errors import DanglingPointerError, ManifestConflictError, TwoPhaseCommitUnavailableError
+from statebag.errors import DanglingPointerError, ManifestConflictError
 from statebag.models import Execution, Manifest, ManifestEntry, Pack
 from statebag.services import StateVersioningService, manifest_chain, manifest_state, manifest_verify
 
@@ -143,7 +143,14 @@ def test_record__other_owners_pack__dangling_error(hydrator, local_store):
         )
 
 
-def test_service__use_2pc_requested__refuses_loudly(caplog):
-    with pytest.raises(TwoPhaseCommitUnavailableError):
-        StateVersioningService(use_2pc=True)
-    assert "two-phase commit is not available" in caplog.text
+def test_record__service_requires_2pc__logs_and_counts_the_bypass(caplog, local_store):
+    from analemma_sdk.statebag import metrics
+
+    before = metrics.counters["statebag_2pc_bypassed_total"]
+    hydrator = StateHydrator(
+        use_batching=True, store=local_store, manifest_store=StateVersioningService(use_2pc=True)
+    )
+    hydrator.dehydrate(make_state(1), **IDS)
+    assert "without two-phase commit" in caplog.text
+    assert metrics.counters["statebag_2pc_bypassed_total"] == before + 1
+    assert Manifest.objects.get().committed_via == "direct"

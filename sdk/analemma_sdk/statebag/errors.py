@@ -47,3 +47,19 @@ class UnknownDictionaryError(StateBagError):
 
 class CodecUnavailableError(StateBagError):
     """A frame needs a codec whose library is not installed."""
+
+
+class StaleReferenceError(StateBagError):
+    """A blob the dehydration meant to reuse is no longer stored (collected meanwhile)."""
+
+    def __init__(self, message: str, digests: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.digests = digests
+
+
+class ManifestConflictError(StateBagError):
+    """The execution's head moved since the caller read it (a lost race)."""
+
+
+class TransactionAbortedError(StateBagError):
+    """The commit's transaction was aborted (expired and reaped) before it committed."""

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import metrics
 from .bag import StateBag
 from .cache import BlobCache
 from .canonical import canonical_json, parse_json, sha256_hex
@@ -31,10 +32,18 @@ from .errors import (
     CorruptBlobError,
     MalformedPointerError,
     PayloadTooLargeError,
+    StaleReferenceError,
     UnknownDictionaryError,
 )
 from .keys import dictionary_key, object_key, pack_key, validate_id
-from .manifests import ManifestDraft, ManifestStore, PackWrite
+from .manifests import (
+    ManifestDraft,
+    ManifestRecord,
+    ManifestStore,
+    PackWrite,
+    PrepareRequest,
+    supports_two_phase,
+)
 from .packs import FrameRef, build_pack
 from .pointers import (
     BlobRef,
@@ -115,6 +124,29 @@ class DehydrationResult:
     stats: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass
+class _Batch:
+    """What one dehydration uploads, and the stored blobs it reuses."""
+
+    items: list[tuple[PackWrite, bytes, list[_Blob]]] = field(default_factory=list)
+    reused: dict[tuple[str, str], BlobRef] = field(default_factory=dict)
+
+    def add(self, built: tuple[PackWrite, bytes], blobs: list[_Blob]) -> None:
+        self.items.append((built[0], built[1], blobs))
+
+    def extend(self, other: _Batch) -> None:
+        self.items.extend(other.items)
+        self.reused.update(other.reused)
+
+    @property
+    def writes(self) -> list[PackWrite]:
+        return [write for write, _, _ in self.items]
+
+    @property
+    def new_blobs(self) -> int:
+        return sum(len(blobs) for _, _, blobs in self.items)
+
+
 class StateHydrator:
     def __init__(
         self,
@@ -132,6 +164,7 @@ class StateHydrator:
         cache_bytes: int = 64 * 1024 * 1024,
         temperatures: TemperatureRegistry | Mapping[str, Any] | None = None,
         manifest_store: ManifestStore | None = None,
+        use_2pc: bool = False,
         cohort: Mapping[str, Any] | None = None,
     ) -> None:
         if not 1024 <= payload_budget <= HARD_PAYLOAD_CEILING:
@@ -161,12 +194,15 @@ class StateHydrator:
             else TemperatureRegistry(temperatures)
         )
         self.manifest_store = manifest_store
+        self.use_2pc = bool(use_2pc)
+        self._warned_no_2pc = False
         self.cohort = dict(
             cohort
             or {
                 "use_batching": self.use_batching,
                 "use_zstd": self.use_zstd,
                 "zstd_level": compression_level,
+                "use_2pc": self.use_2pc,
             }
         )
         self._dictionaries: dict[str, ZstdDictionary] = dict(dictionaries or {})
@@ -318,6 +354,120 @@ class StateHydrator:
         validate_id("execution id", execution_id)
         previous = state.meta if isinstance(state, StateBag) else state.get(META_KEY)
         previous = previous if isinstance(previous, dict) else {}
+        plans = self._plans(state)
+        fits = self._fit_budget(plans, owner_id)
+        parent = previous.get("manifest") if previous.get("execution") == execution_id else None
+        parents = (parent,) if isinstance(parent, str) else ()
+        ids = (owner_id, workflow_id, execution_id)
+        for attempt in range(2):
+            batch = self._build(plans, owner_id)
+            entries = {name: _render(plan) for name, plan in plans.items()}
+            meta: dict[str, Any] = {
+                "v": META_VERSION,
+                "owner": owner_id,
+                "workflow": workflow_id,
+                "execution": execution_id,
+            }
+            visible: dict[str, Any] = entries
+            if not fits:
+                # Too many fields for even their pointers to fit: the field map itself becomes
+                # one blob, and the payload carries only its pointer.
+                spill = _Blob(*_digested(canonical_json(entries)), Temperature.COLD)
+                self._check_blob_size("(field map)", spill.raw)
+                batch.extend(self._build({"": spill}, owner_id))
+                assert spill.ref is not None
+                meta["spill"] = spill.ref.to_json()
+                visible = {}
+            try:
+                record = self._commit(ids, parents, batch, entries, idempotency_key)
+                break
+            except StaleReferenceError as exc:
+                # Collected since this process saw it: forget it and store the value again.
+                self._forget(owner_id, exc.digests or [d for _, d in batch.reused])
+                for plan in plans.values():
+                    for blob in _blobs_of(plan):
+                        blob.ref = None
+                if attempt:
+                    raise
+        if record is not None:
+            meta.update(manifest=record.hash, version=record.version)
+            if record.entries is not None:
+                # A replayed commit: hand on what was committed the first time.
+                meta.pop("spill", None)
+                entries = visible = dict(record.entries)
+        payload = {**visible, META_KEY: meta}
+        size = len(canonical_json(payload))
+        if size > self.payload_budget:
+            raise PayloadTooLargeError(
+                f"payload is {size} bytes after offloading, over the {self.payload_budget}-byte budget"
+            )
+        return DehydrationResult(
+            payload=payload,
+            writes=tuple(batch.writes),
+            entries=entries,
+            payload_bytes=size,
+            manifest=record.hash if record else None,
+            version=record.version if record else None,
+            new_blobs=batch.new_blobs,
+            reused_blobs=len(batch.reused),
+        )
+
+    def _commit(
+        self,
+        ids: tuple[str, str, str],
+        parents: tuple[str, ...],
+        batch: _Batch,
+        entries: dict[str, Any],
+        idempotency_key: str | None,
+    ) -> ManifestRecord | None:
+        """Upload and record: prepare -> upload -> commit when two-phase, else upload -> record."""
+        owner_id, workflow_id, execution_id = ids
+        store = self.manifest_store
+        if store is None:
+            self._upload(batch, owner_id)
+            return None
+        if self.use_2pc and supports_two_phase(store):
+            prepared = store.prepare(  # type: ignore[attr-defined]  # checked by supports_two_phase
+                PrepareRequest(
+                    owner_id=owner_id,
+                    workflow_id=workflow_id,
+                    execution_id=execution_id,
+                    parents=parents,
+                    packs=tuple(batch.writes),
+                    reused=tuple(batch.reused),
+                    idempotency_key=idempotency_key,
+                )
+            )
+            if prepared.committed is not None:
+                return prepared.committed  # a retry of a dehydration that already committed
+            self._upload(batch, owner_id)
+            return store.commit(prepared.txn_id, entries, self.cohort)  # type: ignore[attr-defined,no-any-return]
+        if self.use_2pc:
+            self._warn_no_2pc()
+        self._upload(batch, owner_id)
+        return store.record(
+            ManifestDraft(
+                owner_id=owner_id,
+                workflow_id=workflow_id,
+                execution_id=execution_id,
+                parents=parents,
+                entries=entries,
+                packs=tuple(batch.writes),
+                cohort=self.cohort,
+                idempotency_key=idempotency_key,
+            )
+        )
+
+    def _warn_no_2pc(self) -> None:
+        metrics.increment("statebag_2pc_unavailable_total")
+        if not self._warned_no_2pc:
+            self._warned_no_2pc = True
+            logger.error(
+                "use_2pc is on but %r cannot run a two-phase commit: committing in one step",
+                self.manifest_store,
+            )
+
+    def _plans(self, state: Mapping[str, Any]) -> dict[str, _Plan]:
         plans: dict[str, _Plan] = {}
         for name in state:
             if name == META_KEY:
@@ -331,59 +481,7 @@ class StateHydrator:
                 plans[name] = _Existing(stored, size) if is_ref else _Inline(stored, size)
             else:
                 plans[name] = self._plan(name, state[name])
-        fits = self._fit_budget(plans, owner_id)
-        writes, new_blobs, reused = self._write(plans, owner_id)
-        entries = {name: _render(plan) for name, plan in plans.items()}
-        meta: dict[str, Any] = {
-            "v": META_VERSION,
-            "owner": owner_id,
-            "workflow": workflow_id,
-            "execution": execution_id,
-        }
-        visible: dict[str, Any] = entries
-        if not fits:
-            # Too many fields for even their pointers to fit: the field map itself becomes
-            # one blob, and the payload carries only its pointer.
-            spill = _Blob(*_digested(canonical_json(entries)), Temperature.COLD)
-            self._check_blob_size("(field map)", spill.raw)
-            spill_writes, _, _ = self._write({"": spill}, owner_id)
-            writes.extend(spill_writes)
-            assert spill.ref is not None
-            meta["spill"] = spill.ref.to_json()
-            visible = {}
-        manifest_hash, version = None, None
-        if self.manifest_store is not None:
-            parent = previous.get("manifest") if previous.get("execution") == execution_id else None
-            record = self.manifest_store.record(
-                ManifestDraft(
-                    owner_id=owner_id,
-                    workflow_id=workflow_id,
-                    execution_id=execution_id,
-                    parents=(parent,) if isinstance(parent, str) else (),
-                    entries=entries,
-                    packs=tuple(writes),
-                    cohort=self.cohort,
-                    idempotency_key=idempotency_key,
-                )
-            )
-            manifest_hash, version = record.hash, record.version
-            meta.update(manifest=manifest_hash, version=version)
-        payload = {**visible, META_KEY: meta}
-        size = len(canonical_json(payload))
-        if size > self.payload_budget:
-            raise PayloadTooLargeError(
-                f"payload is {size} bytes after offloading, over the {self.payload_budget}-byte budget"
-            )
-        return DehydrationResult(
-            payload=payload,
-            writes=tuple(writes),
-            entries=entries,
-            payload_bytes=size,
-            manifest=manifest_hash,
-            version=version,
-            new_blobs=new_blobs,
-            reused_blobs=reused,
-        )
+        return plans
 
     def _plan(self, name: str, value: Any) -> _Plan:
         if self.use_batching and isinstance(value, list):
@@ -458,55 +556,66 @@ class StateHydrator:
         raw = canonical_json(_unescape(plan.stored))
         return _Blob(sha256_hex(raw), raw, temperature)
 
-    def _write(self, plans: dict[str, _Plan], owner_id: str) -> tuple[list[PackWrite], int, int]:
+    def _build(self, plans: dict[str, _Plan], owner_id: str) -> _Batch:
+        """Encode new blobs into packs (or legacy objects) and give every blob its ref.
+        Nothing is uploaded or remembered yet."""
         blobs = [b for plan in plans.values() for b in _blobs_of(plan)]
+        batch = _Batch()
         if not self.use_batching:
-            return [self._write_object(owner_id, blob) for blob in blobs], len(blobs), 0
+            for blob in blobs:
+                batch.add(self._build_object(owner_id, blob), [blob])
+            return batch
         groups: dict[Temperature, dict[str, _Blob]] = defaultdict(dict)
-        reused = 0
         for blob in blobs:
             known = self._known_ref(owner_id, blob.digest)
             if known is not None:
                 blob.ref = known
-                reused += 1
+                batch.reused[(known.key, known.digest)] = known
             else:
                 groups[blob.temperature].setdefault(blob.digest, blob)
-        if self._dictionary is not None and any(groups.values()):
-            self._save_dictionary()
-        writes = []
         for temperature in Temperature:
             group = groups.get(temperature)
             if group:
-                writes.append(self._write_pack(owner_id, list(group.values())))
+                batch.add(self._build_pack(owner_id, list(group.values())), list(group.values()))
+        by_digest = {b.digest: b.ref for group in groups.values() for b in group.values()}
         for blob in blobs:
             if blob.ref is None:
-                blob.ref = self._known_ref(owner_id, blob.digest)
-        new = sum(len(g) for g in groups.values())
-        return writes, new, reused
+                blob.ref = by_digest[blob.digest]
+        return batch
 
-    def _write_pack(self, owner_id: str, group: list[_Blob]) -> PackWrite:
+    def _build_pack(self, owner_id: str, group: list[_Blob]) -> tuple[PackWrite, bytes]:
         built = build_pack([(b.digest, len(b.raw), self.compressor.encode(b.raw)) for b in group])
         key = pack_key(owner_id, built.digest)
-        self.store.put(key, built.data)
-        refs = {}
-        for frame in built.frames:
-            ref = _ref_from_frame(key, frame)
-            refs[frame.digest] = ref
-            self._remember(owner_id, ref)
+        refs = {frame.digest: _ref_from_frame(key, frame) for frame in built.frames}
         for blob in group:
-            self.cache.put(blob.digest, blob.raw)
             blob.ref = refs[blob.digest]
-        return PackWrite(key, built.digest, len(built.data), built.frames)
+        return PackWrite(key, built.digest, len(built.data), built.frames), built.data
 
-    def _write_object(self, owner_id: str, blob: _Blob) -> PackWrite:
+    def _build_object(self, owner_id: str, blob: _Blob) -> tuple[PackWrite, bytes]:
         encoded = self.compressor.encode(blob.raw)
         key = object_key(owner_id, blob.digest, uuid.uuid4().hex[:16])
-        self.store.put(key, encoded.data)
         frame = FrameRef(blob.digest, 0, len(encoded.data), encoded.codec, len(blob.raw), encoded.dict_id)
         blob.ref = BlobRef(
             blob.digest, key, 0, len(encoded.data), encoded.codec, len(blob.raw), encoded.dict_id, whole=True
         )
-        return PackWrite(key, sha256_hex(encoded.data), len(encoded.data), (frame,), kind="object")
+        write = PackWrite(key, sha256_hex(encoded.data), len(encoded.data), (frame,), kind="object")
+        return write, encoded.data
+
+    def _upload(self, batch: _Batch, owner_id: str) -> None:
+        if self._dictionary is not None and batch.writes and self.use_batching:
+            self._save_dictionary()
+        for write, data, blobs in batch.items:
+            self.store.put(write.key, data)
+            for blob in blobs:
+                assert blob.ref is not None
+                self.cache.put(blob.digest, blob.raw)
+                if write.kind == "pack":
+                    self._remember(owner_id, blob.ref)
+
+    def _forget(self, owner_id: str, digests: Any) -> None:
+        with self._lock:
+            for digest in digests:
+                self._known.pop((owner_id, digest), None)
 
     def _save_dictionary(self) -> None:
         if self._dictionary_saved or self._dictionary is None:

@@ -44,6 +44,9 @@ class ManifestDraft:
 class ManifestRecord:
     hash: str
     version: int
+    # Set when the store replays an earlier commit (same idempotency key): the entries that
+    # were committed then, which the caller must hand on instead of its own.
+    entries: Mapping[str, Any] | None = None
 
 
 class ManifestStore(Protocol):
@@ -76,3 +79,35 @@ def manifest_hash(
             }
         )
     )
+
+
+@dataclass(frozen=True)
+class PrepareRequest:
+    """Phase one: what a dehydration is about to upload and which stored blobs it reuses."""
+
+    owner_id: str
+    workflow_id: str
+    execution_id: str
+    parents: tuple[str, ...]
+    packs: tuple[PackWrite, ...]
+    reused: tuple[tuple[str, str], ...]  # (object key, digest) of blobs the new version keeps
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    txn_id: str
+    expires_at: float  # seconds since the epoch
+    committed: ManifestRecord | None = None  # set when this idempotency key already committed
+
+
+class TwoPhaseManifestStore(ManifestStore, Protocol):
+    def prepare(self, request: PrepareRequest) -> Prepared: ...
+    def commit(
+        self, txn_id: str, entries: Mapping[str, Any], cohort: Mapping[str, Any]
+    ) -> ManifestRecord: ...
+    def abort(self, txn_id: str) -> None: ...
+
+
+def supports_two_phase(store: object) -> bool:
+    return all(callable(getattr(store, name, None)) for name in ("prepare", "commit", "abort"))
