@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
 
+from statebag import api as statebag_api
+
 
 def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
@@ -10,4 +12,6 @@ def healthz(request: HttpRequest) -> JsonResponse:
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("api/v1/statebag/jobs", statebag_api.job_create, name="statebag-jobs"),
+    path("api/v1/statebag/jobs/<uuid:job_id>", statebag_api.job_detail, name="statebag-job"),
 ]

@@ -5,14 +5,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.conf import settings
+from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
-from .models import Blob, Execution, Manifest, ManifestEntry, Pack
+from .models import (
+    Blob,
+    CommitTransaction,
+    CompressionDictionary,
+    DehydrationJob,
+    Execution,
+    GCRun,
+    Manifest,
+    ManifestEntry,
+    Pack,
+    Pin,
+)
 from .services import manifest_chain
 
 
@@ -94,8 +107,16 @@ class EntryInline(ReadOnlyInline):
 
 @admin.register(Manifest)
 class ManifestAdmin(ReadOnlyAdmin):
-    list_display = ("__str__", "short_hash", "parent_count", "raw_bytes", "created_at")
-    list_filter = ("execution__workflow_id",)
+    list_display = (
+        "__str__",
+        "short_hash",
+        "parent_count",
+        "raw_bytes",
+        "retained",
+        "committed_via",
+        "created_at",
+    )
+    list_filter = ("retained", "committed_via", "execution__workflow_id")
     search_fields = ("hash", "execution__execution_id", "execution__owner_id")
     readonly_fields = (
         "execution",
@@ -106,6 +127,10 @@ class ManifestAdmin(ReadOnlyAdmin):
         "cohort",
         "idempotency_key",
         "raw_bytes",
+        "committed_via",
+        "retained",
+        "pinned",
+        "released_at",
         "created_at",
     )
     fields = readonly_fields
@@ -169,3 +194,121 @@ class PackAdmin(ReadOnlyAdmin):
     @admin.display(description=_("blobs"))
     def blob_count(self, obj: Pack) -> int:
         return obj.blobs.count()
+
+
+class PinInline(ReadOnlyInline):
+    model = Pin
+    fields = ("pack", "digest", "created_at")
+    readonly_fields = fields
+    show_change_link = False
+
+
+@admin.register(CommitTransaction)
+class CommitTransactionAdmin(ReadOnlyAdmin):
+    list_display = ("id", "execution_id", "owner_id", "state", "expires_at", "created_at", "finished_at")
+    list_filter = ("state",)
+    search_fields = ("id", "execution_id", "owner_id", "idempotency_key")
+    readonly_fields = (
+        "id",
+        "owner_id",
+        "workflow_id",
+        "execution_id",
+        "state",
+        "parents",
+        "upload_keys",
+        "idempotency_key",
+        "expires_at",
+        "manifest",
+        "reason",
+        "created_at",
+        "finished_at",
+    )
+    fields = readonly_fields
+    inlines = [PinInline]
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> TemplateResponse:
+        # A guarantee asked for but not delivered must be visible, not silent.
+        if settings.STATEBAG["USE_2PC"]:
+            direct = Manifest.objects.filter(committed_via="direct").count()
+            if direct:
+                self.message_user(
+                    request,
+                    _("USE_2PC is on, but %(count)d version(s) were committed without the two-phase commit.")
+                    % {"count": direct},
+                    messages.WARNING,
+                )
+        return super().changelist_view(request, extra_context)  # type: ignore[return-value]
+
+
+@admin.register(Pin)
+class PinAdmin(ReadOnlyAdmin):
+    list_display = ("pack", "digest", "transaction", "transaction_state", "created_at")
+    list_filter = ("transaction__state",)
+    search_fields = ("digest", "pack__key")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Pin]:
+        return super().get_queryset(request).select_related("pack", "transaction")
+
+    @admin.display(description=_("transaction state"))
+    def transaction_state(self, obj: Pin) -> str:
+        return obj.transaction.state
+
+
+@admin.register(GCRun)
+class GCRunAdmin(ReadOnlyAdmin):
+    list_display = (
+        "kind",
+        "started_at",
+        "duration_ms",
+        "candidates",
+        "deleted_objects",
+        "deleted_bytes",
+        "store_lists",
+        "dry_run",
+    )
+    list_filter = ("kind", "dry_run")
+    readonly_fields = (
+        "kind",
+        "started_at",
+        "finished_at",
+        "duration_ms",
+        "candidates",
+        "deleted_objects",
+        "deleted_bytes",
+        "store_lists",
+        "dry_run",
+        "detail",
+    )
+    fields = readonly_fields
+
+
+@admin.register(DehydrationJob)
+class DehydrationJobAdmin(ReadOnlyAdmin):
+    list_display = ("id", "execution_id", "owner_id", "status", "attempts", "manifest", "created_at")
+    list_filter = ("status",)
+    search_fields = ("id", "execution_id", "owner_id")
+    readonly_fields = (
+        "id",
+        "owner_id",
+        "workflow_id",
+        "execution_id",
+        "parent",
+        "status",
+        "attempts",
+        "manifest",
+        "payload",
+        "error",
+        "submitted_by",
+        "created_at",
+        "updated_at",
+    )
+    fields = readonly_fields
+
+
+@admin.register(CompressionDictionary)
+class CompressionDictionaryAdmin(ReadOnlyAdmin):
+    list_display = ("workflow_id", "dict_id", "size", "samples", "sample_bytes", "active", "created_at")
+    list_filter = ("active",)
+    search_fields = ("workflow_id", "dict_id")

@@ -265,3 +265,58 @@ class GCRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} at {self.started_at:%Y-%m-%d %H:%M:%S}"
+
+
+class DehydrationJob(models.Model):
+    """A state submitted through the API, dehydrated by a worker into the next version."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner_id = models.CharField(max_length=128)
+    workflow_id = models.CharField(max_length=128)
+    execution_id = models.CharField(max_length=128)
+    parent = models.CharField(max_length=64, blank=True, default="", help_text="Manifest hash it follows.")
+    state = models.JSONField(help_text="The submitted state; cleared once the job succeeded.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    attempts = models.PositiveIntegerField(default=0)
+    payload = models.JSONField(null=True, blank=True, help_text="The control-plane payload it produced.")
+    manifest = models.ForeignKey(Manifest, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    error = models.TextField(blank=True, default="")
+    submitted_by = models.CharField(max_length=150, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"job {str(self.id)[:8]} {self.execution_id} {self.status}"
+
+
+class CompressionDictionary(models.Model):
+    """A zstd dictionary trained from one workflow type's recent blobs."""
+
+    workflow_id = models.CharField(max_length=128, db_index=True)
+    dict_id = models.CharField(max_length=64, unique=True)
+    size = models.PositiveIntegerField()
+    samples = models.PositiveIntegerField()
+    sample_bytes = models.BigIntegerField(default=0)
+    active = models.BooleanField(default=True, help_text="New dehydrations of the workflow use it.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "compression dictionaries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workflow_id"], condition=Q(active=True), name="one_active_dictionary_per_workflow"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workflow_id} {self.dict_id[:12]}"

@@ -14,7 +14,7 @@ import pytest
 
 from analemma_sdk.statebag import CountingStore, LocalFolderStore, reset_hydrators
 
-from .servers import postgres_server, s3_server
+from .servers import postgres_server, redis_server, s3_server
 
 _SERVERS = pytest.StashKey[contextlib.ExitStack]()
 _DATABASE = pytest.StashKey[str]()
@@ -34,6 +34,7 @@ def pytest_configure(config: pytest.Config) -> None:
         stack = contextlib.ExitStack()
         config.stash[_SERVERS] = stack
         url = stack.enter_context(postgres_server())
+        settings.DATABASES["default"]["OPTIONS"] = {}  # drop the SQLite tuning
         settings.DATABASES["default"].update(dj_database_url.parse(url))
     # Drop connection objects made from the previous value; they are rebuilt on next use.
     for connection in connections.all(initialized_only=True):
@@ -57,6 +58,12 @@ def pytest_report_header(config: pytest.Config) -> str:
 def s3_endpoint() -> Iterator[str]:
     with s3_server() as endpoint:
         yield endpoint
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    with redis_server() as url:
+        yield url
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django_celery_beat",
     "statebag",
     "rollout",
 ]
@@ -62,6 +63,21 @@ DATABASES = {
     )
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+
+def tune_sqlite(database: dict) -> dict:
+    """SQLite serialises writers: wait for the lock instead of failing, take it at the start
+    of a transaction (no deadlocking upgrades), and let readers run beside the writer (WAL)."""
+    if database.get("ENGINE") == "django.db.backends.sqlite3":
+        options = database.setdefault("OPTIONS", {})
+        options.setdefault("timeout", 30)
+        options.setdefault("transaction_mode", "IMMEDIATE")
+        if database.get("NAME") not in (None, "", ":memory:"):
+            options.setdefault("init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+    return database
+
+
+tune_sqlite(DATABASES["default"])
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -40,6 +40,7 @@ STATEBAG = {
     "INLINE_THRESHOLD": env.int("STATEBAG_INLINE_THRESHOLD", default=1024),
     "MAX_BLOB_BYTES": env.int("STATEBAG_MAX_BLOB_BYTES", default=64 * 1024 * 1024),
     "USE_2PC": env.bool("USE_2PC", default=False),
+    "ZSTD_LEVEL": env.int("ZSTD_LEVEL", default=3),
     # A prepared transaction not committed within this many seconds is aborted by the reaper.
     "TRANSACTION_TTL_SECONDS": env.int("STATEBAG_TRANSACTION_TTL_SECONDS", default=15 * 60),
     # GC deletes an unreferenced pack only once it is older than this.

@@ -2,7 +2,7 @@
 a fast hasher, a locmem cache, tasks eager."""
 
 from .base import *  # noqa: F403
-from .base import env
+from .base import env, tune_sqlite
 
 SECRET_KEY = "test-only-not-secret"  # noqa: S105 - test settings, never deployed
 DEBUG = False
@@ -10,10 +10,16 @@ ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
 ANALEMMA_EMBEDDED = True
 
 DATABASES = {
-    "default": env.dj_db_url("ANALEMMA_TEST_DATABASE_URL", default="sqlite:///:memory:"),
+    "default": tune_sqlite(env.dj_db_url("ANALEMMA_TEST_DATABASE_URL", default="sqlite:///:memory:")),
 }
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-CELERY_TASK_ALWAYS_EAGER = True
-CELERY_BROKER_URL = "memory://"
+# Eager unless a test starts a real worker and broker (the worker-kill test does).
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=True)
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="memory://")
+STORAGES = {**STORAGES}  # noqa: F405
+STORAGES["statebag"] = {
+    "BACKEND": "django.core.files.storage.FileSystemStorage",
+    "OPTIONS": {"location": env.str("STATEBAG_LOCAL_ROOT", default="/tmp/analemma-test-blobs")},
+}
 LOGGING = {"version": 1, "disable_existing_loggers": False}

@@ -58,6 +58,7 @@ def test_browser__staff_opens_execution_then_manifest__sees_verified_chain(brows
 def test_browser__non_staff_user__cannot_enter_admin(browser, live_server, execution):
     get_user_model().objects.create_user("visitor", password=PASSWORD)
     log_in(browser, live_server, "visitor")
-    assert "Please enter the correct username and password for a staff account" in browser.page_source
+    error = browser.find_element(By.CSS_SELECTOR, ".errornote")  # waits for the page after the POST
+    assert "Please enter the correct username and password for a staff account" in error.text
     browser.get(f"{live_server.url}/admin/statebag/manifest/")
     assert "/admin/login/" in browser.current_url

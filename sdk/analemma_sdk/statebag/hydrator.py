@@ -256,9 +256,9 @@ class StateHydrator:
         if isinstance(pointer, Literal):
             return pointer.value
         if isinstance(pointer, BlobRef):
-            return parse_json(self._read_blobs([pointer])[0])
+            return parse_json(self.read_blobs([pointer])[0])
         items: list[Any] = []
-        for chunk, raw in zip(pointer.chunks, self._read_blobs(pointer.blob_refs()), strict=True):
+        for chunk, raw in zip(pointer.chunks, self.read_blobs(pointer.blob_refs()), strict=True):
             part = parse_json(raw)
             if not isinstance(part, list) or len(part) != chunk.items:
                 raise CorruptBlobError("list chunk does not hold the items its pointer promises")
@@ -266,7 +266,7 @@ class StateHydrator:
         items.extend(pointer.tail)
         return items
 
-    def _read_blobs(self, refs: list[BlobRef]) -> list[bytes]:
+    def read_blobs(self, refs: list[BlobRef]) -> list[bytes]:
         """Verified raw bytes of each ref, from the cache or the store; frames of one pack
         that sit close together are fetched with a single ranged GET."""
         for ref in refs:

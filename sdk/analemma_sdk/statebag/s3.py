@@ -91,6 +91,13 @@ class S3Store:
             raise
         return True
 
+    def modified(self, key: str) -> float | None:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except self.client.exceptions.ClientError:
+            return None
+        return float(head["LastModified"].timestamp())
+
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 

@@ -79,6 +79,13 @@ class LocalFolderStore:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def modified(self, key: str) -> float | None:
+        """Last write as seconds since the epoch (audits use it); None when unknown."""
+        try:
+            return self._path(key).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 

@@ -1,0 +1,44 @@
+"""The service's own hydrators: batched, zstd, two-phase per settings, on the service store,
+with the workflow's active dictionary. One per (workflow, dictionary), shared in process."""
+
+from __future__ import annotations
+
+import threading
+
+from django.conf import settings
+
+from analemma_sdk.statebag import StateHydrator, ZstdDictionary
+from analemma_sdk.statebag.keys import dictionary_key
+
+from ..models import CompressionDictionary
+from .stores import statebag_store
+from .versioning import StateVersioningService
+
+_lock = threading.Lock()
+_hydrators: dict[tuple[str, str], StateHydrator] = {}
+
+
+def service_hydrator(workflow_id: str) -> StateHydrator:
+    active = CompressionDictionary.objects.filter(workflow_id=workflow_id, active=True).first()
+    key = (workflow_id, active.dict_id if active else "")
+    with _lock:
+        hydrator = _hydrators.get(key)
+        if hydrator is None:
+            store = statebag_store()
+            dictionary = ZstdDictionary(store.get(dictionary_key(active.dict_id))) if active else None
+            hydrator = StateHydrator(
+                use_batching=True,
+                use_zstd=True,
+                compression_level=settings.STATEBAG["ZSTD_LEVEL"],
+                store=store,
+                dictionary=dictionary,
+                manifest_store=StateVersioningService(),
+                use_2pc=settings.STATEBAG["USE_2PC"],
+            )
+            _hydrators[key] = hydrator
+        return hydrator
+
+
+def reset_service_hydrators() -> None:
+    with _lock:
+        _hydrators.clear()

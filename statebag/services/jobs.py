@@ -1,0 +1,106 @@
+"""Dehydration jobs: a state submitted through the API becomes the next version, on a worker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+
+from analemma_sdk.statebag import StateBagError
+from analemma_sdk.statebag.keys import validate_id
+
+from ..faults import checkpoint
+from ..models import DehydrationJob, Execution, Manifest
+from .hydrators import service_hydrator
+from .versioning import manifest_state
+
+
+def job_submit(
+    *,
+    owner_id: str,
+    workflow_id: str,
+    execution_id: str,
+    state: dict[str, Any],
+    parent: str = "",
+    submitted_by: str = "",
+) -> DehydrationJob:
+    from ..tasks import run_dehydration_job as run_dehydration_job_task
+
+    validate_id("owner id", owner_id)
+    validate_id("workflow id", workflow_id)
+    validate_id("execution id", execution_id)
+    if not isinstance(state, dict):
+        raise ValueError("state must be a JSON object")
+    job = DehydrationJob.objects.create(
+        owner_id=owner_id,
+        workflow_id=workflow_id,
+        execution_id=execution_id,
+        parent=parent,
+        state=state,
+        submitted_by=submitted_by,
+    )
+    transaction.on_commit(lambda: run_dehydration_job_task.delay(str(job.pk)))
+    return job
+
+
+def job_run(job_id: str) -> DehydrationJob | None:
+    """Run one job. Safe to run again: the job id is the commit's idempotency key, so a
+    redelivered job returns the version its first run committed."""
+    job = DehydrationJob.objects.filter(pk=job_id).first()
+    if job is None or job.status in (DehydrationJob.Status.SUCCEEDED, DehydrationJob.Status.FAILED):
+        return job
+    DehydrationJob.objects.filter(pk=job.pk).update(
+        status=DehydrationJob.Status.RUNNING, attempts=job.attempts + 1
+    )
+    hydrator = service_hydrator(job.workflow_id)
+    try:
+        bag = _base_state(job, hydrator)
+        for name in [name for name in bag if name not in job.state]:
+            del bag[name]
+        for name, value in job.state.items():
+            bag[name] = value
+        checkpoint("job.hydrated")
+        result = hydrator.dehydrate_result(
+            bag,
+            owner_id=job.owner_id,
+            workflow_id=job.workflow_id,
+            execution_id=job.execution_id,
+            idempotency_key=f"job-{job.pk}",
+        )
+    except StateBagError as exc:  # a typed refusal (conflict, corrupt input...): retrying will not help
+        DehydrationJob.objects.filter(pk=job.pk).update(
+            status=DehydrationJob.Status.FAILED, error=f"{type(exc).__name__}: {exc}"
+        )
+        job.refresh_from_db()
+        return job
+    checkpoint("job.committed")
+    DehydrationJob.objects.filter(pk=job.pk).update(
+        status=DehydrationJob.Status.SUCCEEDED,
+        payload=result.payload,
+        manifest=Manifest.objects.filter(hash=result.manifest).first(),
+        state={},
+        error="",
+    )
+    job.refresh_from_db()
+    return job
+
+
+def _base_state(job: DehydrationJob, hydrator: Any) -> Any:
+    if not job.parent:
+        return hydrator.hydrate({})
+    parent = (
+        Manifest.objects.select_related("execution")
+        .filter(hash=job.parent, execution__owner_id=job.owner_id, execution__execution_id=job.execution_id)
+        .first()
+    )
+    if parent is None:
+        raise _UnknownParent(f"no manifest {job.parent[:16]} for execution {job.execution_id}")
+    return manifest_state(parent, hydrator)
+
+
+class _UnknownParent(StateBagError):
+    pass
+
+
+def job_execution_head(job: DehydrationJob) -> Execution | None:
+    return Execution.objects.filter(owner_id=job.owner_id, execution_id=job.execution_id).first()
