@@ -22,7 +22,8 @@ from statebag.services.stores import statebag_store
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(
-        os.environ.get("ANALEMMA_TEST_DB") == "sqlite", reason="a worker process cannot share an in-memory SQLite"
+        os.environ.get("ANALEMMA_TEST_DB") == "sqlite",
+        reason="a worker process cannot share an in-memory SQLite",
     ),
 ]
 ROOT = Path(__file__).resolve().parents[2]
