@@ -30,6 +30,11 @@ from .services import manifest_chain
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
+    """Shows readonly_fields, in order, and allows no add, change or delete."""
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.readonly_fields or super().get_fields(request, obj)
+
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
@@ -83,7 +88,6 @@ class ExecutionAdmin(ReadOnlyAdmin):
         "updated_at",
         "finished_at",
     )
-    fields = readonly_fields
     inlines = [ManifestInline]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Execution]:
@@ -133,7 +137,6 @@ class ManifestAdmin(ReadOnlyAdmin):
         "released_at",
         "created_at",
     )
-    fields = readonly_fields
     inlines = [EntryInline]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Manifest]:
@@ -188,7 +191,6 @@ class PackAdmin(ReadOnlyAdmin):
     list_filter = ("kind",)
     search_fields = ("key", "owner_id", "digest")
     readonly_fields = ("key", "owner_id", "kind", "digest", "size", "created_at")
-    fields = readonly_fields
     inlines = [BlobInline]
 
     @admin.display(description=_("blobs"))
@@ -223,7 +225,6 @@ class CommitTransactionAdmin(ReadOnlyAdmin):
         "created_at",
         "finished_at",
     )
-    fields = readonly_fields
     inlines = [PinInline]
 
     def changelist_view(
@@ -281,7 +282,6 @@ class GCRunAdmin(ReadOnlyAdmin):
         "dry_run",
         "detail",
     )
-    fields = readonly_fields
 
 
 @admin.register(DehydrationJob)
@@ -304,7 +304,6 @@ class DehydrationJobAdmin(ReadOnlyAdmin):
         "created_at",
         "updated_at",
     )
-    fields = readonly_fields
 
 
 @admin.register(CompressionDictionary)

@@ -2,24 +2,9 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
-from analemma_sdk.statebag import StateHydrator
-from statebag.models import Execution, Manifest, Pack
-from statebag.services import StateVersioningService
+from statebag.models import Manifest, Pack
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def recorded(local_store):
-    hydrator = StateHydrator(
-        use_batching=True, use_zstd=True, store=local_store, manifest_store=StateVersioningService()
-    )
-    payload = {}
-    for step in range(1, 4):
-        bag = hydrator.hydrate(payload)
-        bag["messages"] = [{"text": f"turn {i} " * 800} for i in range(step)]
-        payload = hydrator.dehydrate(bag, owner_id="acme", workflow_id="wf", execution_id="exec-1")
-    return Execution.objects.get()
 
 
 @pytest.fixture
@@ -29,22 +14,22 @@ def staff_client(client):
     return client
 
 
-def test_admin__manifest_page__shows_verified_chain(staff_client, recorded):
-    response = staff_client.get(reverse("admin:statebag_manifest_change", args=[recorded.head.pk]))
+def test_admin__manifest_page__shows_verified_chain(staff_client, recorded_execution):
+    response = staff_client.get(reverse("admin:statebag_manifest_change", args=[recorded_execution.head.pk]))
     body = response.content.decode()
     assert response.status_code == 200
     assert body.count("hash verified") == 3
-    assert recorded.head.hash[:16] in body
+    assert recorded_execution.head.hash[:16] in body
 
 
 @pytest.mark.parametrize("name", ["statebag_execution", "statebag_manifest", "statebag_pack"])
-def test_admin__changelists__render_and_are_read_only(staff_client, recorded, name):
+def test_admin__changelists__render_and_are_read_only(staff_client, recorded_execution, name):
     assert staff_client.get(reverse(f"admin:{name}_changelist")).status_code == 200
     assert staff_client.get(reverse(f"admin:{name}_add")).status_code == 403
 
 
-def test_admin__post_to_manifest__changes_nothing(staff_client, recorded):
-    manifest = recorded.head
+def test_admin__post_to_manifest__changes_nothing(staff_client, recorded_execution):
+    manifest = recorded_execution.head
     response = staff_client.post(
         reverse("admin:statebag_manifest_change", args=[manifest.pk]), {"version": 99}
     )
@@ -53,7 +38,7 @@ def test_admin__post_to_manifest__changes_nothing(staff_client, recorded):
     assert Pack.objects.exists()
 
 
-def test_admin__non_staff__redirected_to_login(client, recorded):
+def test_admin__non_staff__redirected_to_login(client, recorded_execution):
     user = get_user_model().objects.create_user("viewer", password="pw-long-enough-1")
     client.force_login(user)
     response = client.get(reverse("admin:statebag_manifest_changelist"))

@@ -4,10 +4,6 @@ import pytest
 from django.contrib.auth import get_user_model
 from selenium.webdriver.common.by import By
 
-from analemma_sdk.statebag import StateHydrator
-from statebag.models import Execution
-from statebag.services import StateVersioningService
-
 from ..browser import chromium, screenshot
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -20,19 +16,6 @@ def browser():
         yield driver
 
 
-@pytest.fixture
-def execution(local_store):
-    hydrator = StateHydrator(
-        use_batching=True, use_zstd=True, store=local_store, manifest_store=StateVersioningService()
-    )
-    payload = {}
-    for step in range(1, 4):
-        bag = hydrator.hydrate(payload)
-        bag["messages"] = [{"text": f"turn {i} " * 800} for i in range(step)]
-        payload = hydrator.dehydrate(bag, owner_id="acme", workflow_id="support", execution_id="exec-browser")
-    return Execution.objects.get(execution_id="exec-browser")
-
-
 def log_in(browser, live_server, username):
     browser.get(f"{live_server.url}/admin/login/")
     browser.find_element(By.NAME, "username").send_keys(username)
@@ -40,11 +23,13 @@ def log_in(browser, live_server, username):
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
 
 
-def test_browser__staff_opens_execution_then_manifest__sees_verified_chain(browser, live_server, execution):
+def test_browser__staff_opens_execution_then_manifest__sees_verified_chain(
+    browser, live_server, recorded_execution
+):
     get_user_model().objects.create_superuser("operator", "op@example.com", PASSWORD)
     log_in(browser, live_server, "operator")
     browser.get(f"{live_server.url}/admin/statebag/execution/")
-    browser.find_element(By.LINK_TEXT, "exec-browser").click()
+    browser.find_element(By.LINK_TEXT, "exec-recorded").click()
     screenshot(browser, "statebag-execution")
     browser.find_element(By.PARTIAL_LINK_TEXT, "v3 ").click()
     chain = browser.find_element(By.CSS_SELECTOR, "ol.statebag-chain")
@@ -52,10 +37,10 @@ def test_browser__staff_opens_execution_then_manifest__sees_verified_chain(brows
     items = chain.find_elements(By.TAG_NAME, "li")
     assert [item.text.split()[0] for item in items] == ["v3", "v2", "v1"]
     assert all("hash verified" in item.text for item in items)
-    assert execution.head.hash[:16] in browser.page_source
+    assert recorded_execution.head.hash[:16] in browser.page_source
 
 
-def test_browser__non_staff_user__cannot_enter_admin(browser, live_server, execution):
+def test_browser__non_staff_user__cannot_enter_admin(browser, live_server, recorded_execution):
     get_user_model().objects.create_user("visitor", password=PASSWORD)
     log_in(browser, live_server, "visitor")
     error = browser.find_element(By.CSS_SELECTOR, ".errornote")  # waits for the page after the POST
