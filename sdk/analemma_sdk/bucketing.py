@@ -1,0 +1,52 @@
+"""Deterministic bucketing, shared by the server and the SDK (one implementation).
+
+Compatible with LaunchDarkly's, so cohorts survive a migration from it:
+
+    bucket_value(flag_key, salt, unit) = int(sha1(f"{flag_key}.{salt}.{unit}")[:15 hex], 16) / 0xFFFFFFFFFFFFFFF
+
+or ``sha1(f"{seed}.{unit}")`` when the flag has a seed (flags sharing a seed bucket together
+on purpose). The value lies in [0, 1).
+
+* Percentage rollout: a unit is in when ``bucket_value < percentage / 100``. Ramping the
+  percentage up keeps everyone who was in.
+* Variants take consecutive ranges of cumulative weight, in list order; changing weights
+  moves only the units whose value falls between the old and the new boundaries.
+
+Standard library only; pinned by tests/data/bucketing_vectors.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+_LONG_SCALE = float(0xFFFFFFFFFFFFFFF)
+TOTAL_WEIGHT = 100_000  # variant weights are in thousandths of a percent, as LaunchDarkly's
+
+
+def bucket_value(flag_key: str, salt: str, unit: str, seed: int | None = None) -> float:
+    """Where ``unit`` falls for this flag, in [0, 1)."""
+    text = f"{seed}.{unit}" if seed is not None else f"{flag_key}.{salt}.{unit}"
+    digest = hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest()
+    return int(digest[:15], 16) / _LONG_SCALE
+
+
+def in_rollout(value: float, percentage: float) -> bool:
+    """True when a unit at ``value`` is inside a ``percentage`` (0-100) rollout."""
+    return value < percentage / 100.0
+
+
+def variant_index(value: float, weights: Sequence[int]) -> int:
+    """Index of the variant whose cumulative-weight range holds ``value``. Weights are out of
+    TOTAL_WEIGHT; a value past the last range (weights summing short) lands in the last one."""
+    if not weights:
+        raise ValueError("no variants")
+    target = value * TOTAL_WEIGHT
+    cumulative = 0
+    for index, weight in enumerate(weights):
+        if weight < 0:
+            raise ValueError("variant weights must not be negative")
+        cumulative += weight
+        if target < cumulative:
+            return index
+    return len(weights) - 1
