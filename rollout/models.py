@@ -1,1 +1,153 @@
-"""Feature flags per environment, revisions, plans and audit: see DESIGN.md section 6."""
+"""Feature flags per environment, immutable revisions of each environment's flag set, SDK
+keys and the audit log (DESIGN.md section 6). Writes go through rollout.services."""
+
+from __future__ import annotations
+
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import Q
+
+slug = RegexValidator(
+    r"^[a-z0-9][a-z0-9_.-]{0,63}$", "lowercase letters, digits, _ . - (start with a letter or digit)"
+)
+
+
+class Environment(models.Model):
+    key = models.CharField(max_length=64, unique=True, validators=[slug])
+    name = models.CharField(max_length=128)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["pk"]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class SdkKey(models.Model):
+    """Read-only key for one environment. Only a hash is stored; the key is shown once."""
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="sdk_keys")
+    name = models.CharField(max_length=128, blank=True, default="")
+    prefix = models.CharField(max_length=24, help_text="The first characters, to recognise a key.")
+    key_hash = models.CharField(max_length=64, unique=True, help_text="sha256 of the key.")
+    created_by = models.CharField(max_length=150, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "SDK key"
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.environment})"
+
+
+class Flag(models.Model):
+    class Kind(models.TextChoices):
+        BOOLEAN = "boolean", "Boolean"
+        STRING = "string", "String"
+        NUMBER = "number", "Number"
+        JSON = "json", "JSON"
+
+    key = models.CharField(max_length=64, unique=True, validators=[slug])
+    description = models.TextField(blank=True, default="")
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.BOOLEAN)
+    default_value = models.JSONField(help_text="Served when the flag is off, or when nothing matches.")
+    owner = models.CharField(max_length=150, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class FlagState(models.Model):
+    """A flag's current configuration in one environment (the working copy every revision
+    snapshots)."""
+
+    flag = models.ForeignKey(Flag, on_delete=models.CASCADE, related_name="states")
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="flag_states")
+    enabled = models.BooleanField(
+        default=False, help_text="Off is the kill switch: everyone gets the default."
+    )
+    value = models.JSONField(null=True, blank=True, help_text="Served to units in the rollout.")
+    percentage = models.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        default=100,
+        validators=[MinValueValidator(0), MaxValueValidator(100)],
+        help_text="Share of units that get the value (0-100, two decimals).",
+    )
+    variants = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='A/B variants: [{"value": ..., "weight": 0-100000}], weights sum to 100000.',
+    )
+    targets = models.JSONField(default=list, blank=True, help_text='[{"units": ["exec-1"], "value": ...}]')
+    rules = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='[{"attribute": "workflow_id", "op": "in", "values": [...], "value": ...}]',
+    )
+    bucket_by = models.CharField(max_length=64, default="execution_id")
+    salt = models.CharField(max_length=64, blank=True, default="")
+    seed = models.IntegerField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["flag", "environment"], name="flag_state_unique"),
+            models.CheckConstraint(
+                condition=Q(percentage__gte=0) & Q(percentage__lte=100), name="percentage_0_100"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.flag} in {self.environment}"
+
+
+class Revision(models.Model):
+    """One immutable version of an environment's flag set: the document SDKs are served."""
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="revisions")
+    number = models.PositiveIntegerField()
+    document = models.JSONField()
+    etag = models.CharField(max_length=80)
+    diff = models.JSONField(default=list, blank=True)
+    reason = models.TextField(blank=True, default="")
+    created_by = models.CharField(max_length=150, blank=True, default="")
+    rolled_back_to = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Set on a rollback revision."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["environment_id", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["environment", "number"], name="revision_number_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.environment} r{self.number}"
+
+
+class AuditEntry(models.Model):
+    environment = models.ForeignKey(
+        Environment, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor = models.CharField(max_length=150, blank=True, default="")
+    action = models.CharField(max_length=64, db_index=True)
+    target = models.CharField(max_length=200, blank=True, default="")
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.target}"

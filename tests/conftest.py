@@ -97,10 +97,15 @@ def counting_store(local_store: LocalFolderStore) -> CountingStore:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_hydrators() -> Iterator[None]:
+def _fresh_process_state() -> Iterator[None]:
+    """Shared hydrators and the cache outlive a test; the database does not. Reset both."""
+    from django.core.cache import cache
+
     reset_hydrators()
+    cache.clear()
     yield
     reset_hydrators()
+    cache.clear()
 
 
 @pytest.fixture(scope="session")

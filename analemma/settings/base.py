@@ -95,6 +95,15 @@ STATIC_URL = "static/"
 STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(VAR_DIR / "static")))
 
 REDIS_URL = env.str("REDIS_URL", default="")
+# The flag-set documents and SDK key lookups live here: Redis when distributed (shared by
+# every web process), process memory in the embedded default.
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "analemma"}
+    )
+}
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,111 @@
+import pytest
+
+from rollout import services
+from rollout.models import AuditEntry, Environment, Flag, FlagState, Revision
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def prod():
+    return Environment.objects.get(key="prod")
+
+
+@pytest.fixture
+def checkout():
+    return services.flag_create(key="checkout-v2", kind="string", default_value="control", actor="ops")
+
+
+def test_defaults__after_migrate__environments_and_statebag_flags_off():
+    assert list(Environment.objects.values_list("key", flat=True)) == ["dev", "staging", "prod"]
+    for environment in Environment.objects.all():
+        flags = environment.revisions.order_by("-number").first().document["flags"]
+        assert {k: (v["enabled"], v["default"]) for k, v in flags.items()} == {
+            "use_batching": (False, False),
+            "use_zstd": (False, False),
+            "zstd_level": (False, 3),
+            "use_2pc": (False, False),
+        }
+
+
+def test_flag_state_update__ramp_to_5_percent__new_revision_with_diff_and_audit(prod):
+    flag = Flag.objects.get(key="use_zstd")
+    before = prod.revisions.order_by("-number").first().number
+    revision = services.flag_state_update(
+        flag=flag, environment=prod, actor="alice", reason="canary", enabled=True, value=True, percentage="5"
+    )
+    assert revision.number == before + 1
+    assert {(c["field"], c["after"]) for c in revision.diff} == {
+        ("enabled", True),
+        ("percentage", 5.0),
+        ("value", True),
+    }
+    assert revision.document["flags"]["use_zstd"]["percentage"] == 5.0
+    entry = AuditEntry.objects.filter(action="flag.update").latest("created_at")
+    assert (entry.actor, entry.target, entry.detail["reason"]) == ("alice", "use_zstd", "canary")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"percentage": "101"},
+        {"percentage": "5.001"},
+        {"percentage": "abc"},
+        {"value": "yes"},  # boolean flag
+        {"variants": [{"value": True, "weight": 60000}, {"value": False, "weight": 30000}]},
+        {"variants": [{"value": True}]},
+        {"targets": [{"units": "exec-1", "value": True}]},
+        {"rules": [{"attribute": "workflow_id", "op": "regex", "values": ["x"], "value": True}]},
+        {"seed": "7"},
+        {"colour": "red"},
+    ],
+)
+def test_flag_state_update__invalid_definition__typed_error_and_nothing_changes(prod, changes):
+    flag = Flag.objects.get(key="use_2pc")
+    revisions = Revision.objects.count()
+    with pytest.raises(services.InvalidFlagDefinition):
+        services.flag_state_update(flag=flag, environment=prod, actor="alice", **changes)
+    assert Revision.objects.count() == revisions
+    assert FlagState.objects.get(flag=flag, environment=prod).percentage == 100
+
+
+def test_revision_rollback__to_earlier__new_revision_equal_to_it(prod, checkout):
+    start = prod.revisions.order_by("-number").first()
+    services.flag_state_update(
+        flag=checkout,
+        environment=prod,
+        actor="a",
+        enabled=True,
+        variants=[{"value": "control", "weight": 50000}, {"value": "new", "weight": 50000}],
+    )
+    services.flag_state_update(
+        flag=Flag.objects.get(key="zstd_level"), environment=prod, actor="a", value=9, enabled=True
+    )
+    rollback = services.revision_rollback(environment=prod, number=start.number, actor="bob")
+    assert rollback.rolled_back_to == start.number
+    assert rollback.document["flags"] == start.document["flags"]
+    assert AuditEntry.objects.filter(action="revision.rollback", actor="bob").exists()
+    with pytest.raises(services.UnknownRevision):
+        services.revision_rollback(environment=prod, number=999, actor="bob")
+
+
+def test_flag_kill__enabled_flag__off_in_that_environment_only(prod, checkout):
+    dev = Environment.objects.get(key="dev")
+    for environment in (prod, dev):
+        services.flag_state_update(
+            flag=checkout, environment=environment, actor="a", enabled=True, value="new"
+        )
+    revision = services.flag_kill(flag=checkout, environment=prod, actor="oncall")
+    assert revision.document["flags"]["checkout-v2"]["enabled"] is False
+    assert FlagState.objects.get(flag=checkout, environment=dev).enabled is True
+    assert AuditEntry.objects.filter(action="flag.kill", target="checkout-v2").exists()
+
+
+def test_sdk_key__create__stored_hashed_shown_once(prod, django_capture_on_commit_callbacks):
+    key, raw = services.sdk_key_create(environment=prod, actor="ops", name="lambda")
+    assert raw.startswith("ask_prod_") and len(raw) > 40
+    assert raw not in (key.key_hash, key.prefix) and raw.startswith(key.prefix)
+    assert services.sdk_key_environment(raw) == "prod"
+    with django_capture_on_commit_callbacks(execute=True):
+        services.sdk_key_revoke(key=key, actor="ops")
+    assert services.sdk_key_environment(raw) is None
