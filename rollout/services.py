@@ -131,8 +131,6 @@ def revision_create(
     environment: Environment, *, actor: str, reason: str = "", rolled_back_to: int | None = None
 ) -> Revision:
     """Snapshot the environment's flag states as its next revision; publish after commit."""
-    from .tasks import publish_flagset as publish_flagset_task
-
     environment = Environment.objects.select_for_update().get(pk=environment.pk)
     previous = environment.revisions.order_by("-number").first()
     number = previous.number + 1 if previous else 1
@@ -148,7 +146,9 @@ def revision_create(
         created_by=actor,
         rolled_back_to=rolled_back_to,
     )
-    transaction.on_commit(lambda: publish_flagset_task.delay(revision.pk))
+    # Straight into the cache once committed: a cache write is cheap, and SDKs see the change
+    # on their next poll. (rollout.publish_flagset republishes a revision from a worker.)
+    transaction.on_commit(lambda: documents.publish(revision))
     return revision
 
 
