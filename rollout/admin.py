@@ -18,8 +18,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from . import services
-from .models import AuditEntry, Environment, Flag, FlagState, Revision, SdkKey
+from . import plans, services
+from .models import AuditEntry, Environment, Flag, FlagState, Revision, RolloutPlan, RolloutStep, SdkKey
 
 CHANGE_PERMISSION = "rollout.change_flagstate"
 
@@ -346,3 +346,72 @@ class AuditEntryAdmin(NoAddDeleteMixin, admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class RolloutStepInline(admin.TabularInline):
+    model = RolloutStep
+    extra = 1
+    fields = (
+        "position",
+        "environment",
+        "percentage",
+        "not_before",
+        "min_soak_seconds",
+        "applied_at",
+        "revision_number",
+    )
+    readonly_fields = ("applied_at", "revision_number")
+
+
+@admin.register(RolloutPlan)
+class RolloutPlanAdmin(admin.ModelAdmin):
+    list_display = ("name", "flag", "status", "progress", "updated_at")
+    list_filter = ("status",)
+    readonly_fields = ("status", "baseline", "reason", "created_by", "created_at", "updated_at")
+    inlines = [RolloutStepInline]
+    actions = ["start", "pause", "resume", "abort"]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None or obj.status == RolloutPlan.Status.DRAFT
+
+    def save_model(self, request: HttpRequest, obj: RolloutPlan, form: forms.ModelForm, change: bool) -> None:
+        if not change:
+            obj.created_by = _actor(request)
+        super().save_model(request, obj, form, change)
+
+    @admin.display(description=_("progress"))
+    def progress(self, obj: RolloutPlan) -> str:
+        steps = list(obj.steps.all())
+        done = sum(1 for s in steps if s.applied_at)
+        return f"{done}/{len(steps)} steps"
+
+    def _run(self, request: HttpRequest, queryset: QuerySet[RolloutPlan], operation: Any, verb: str) -> None:
+        done = 0
+        for plan in queryset:
+            try:
+                operation(plan=plan, actor=_actor(request))
+                done += 1
+            except plans.PlanStateError as exc:
+                self.message_user(request, f"{plan}: {exc}", messages.WARNING)
+        self.message_user(
+            request,
+            ngettext("%(n)d plan %(verb)s.", "%(n)d plans %(verb)s.", done) % {"n": done, "verb": verb},
+        )
+
+    @admin.action(description=_("Start selected plans"), permissions=["change"])
+    def start(self, request: HttpRequest, queryset: QuerySet[RolloutPlan]) -> None:
+        self._run(request, queryset, plans.plan_start, "started")
+
+    @admin.action(description=_("Pause selected plans"), permissions=["change"])
+    def pause(self, request: HttpRequest, queryset: QuerySet[RolloutPlan]) -> None:
+        self._run(request, queryset, plans.plan_pause, "paused")
+
+    @admin.action(description=_("Resume selected plans"), permissions=["change"])
+    def resume(self, request: HttpRequest, queryset: QuerySet[RolloutPlan]) -> None:
+        self._run(request, queryset, plans.plan_resume, "resumed")
+
+    @admin.action(
+        description=_("Abort selected plans (restore the revisions from before)"), permissions=["change"]
+    )
+    def abort(self, request: HttpRequest, queryset: QuerySet[RolloutPlan]) -> None:
+        self._run(request, queryset, plans.plan_abort, "aborted")

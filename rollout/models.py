@@ -151,3 +151,58 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.target}"
+
+
+class RolloutPlan(models.Model):
+    """Staged steps for one flag (e.g. dev 100 % → prod 5 % → 25 % → 100 %), advanced by a
+    periodic task; pausable; an abort restores each environment's revision from before."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        RUNNING = "running", "Running"
+        PAUSED = "paused", "Paused"
+        COMPLETED = "completed", "Completed"
+        ABORTED = "aborted", "Aborted"
+
+    name = models.CharField(max_length=128)
+    flag = models.ForeignKey(Flag, on_delete=models.CASCADE, related_name="plans")
+    value = models.JSONField(help_text="What the rollout serves to units in it (true for a boolean flag).")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT, db_index=True)
+    baseline = models.JSONField(default=dict, blank=True, help_text="Environment → revision before the plan.")
+    reason = models.TextField(blank=True, default="", help_text="Why it stopped, when it did.")
+    created_by = models.CharField(max_length=150, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.flag})"
+
+
+class RolloutStep(models.Model):
+    plan = models.ForeignKey(RolloutPlan, on_delete=models.CASCADE, related_name="steps")
+    position = models.PositiveSmallIntegerField()
+    environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="+")
+    percentage = models.DecimalField(
+        max_digits=5, decimal_places=2, validators=[MinValueValidator(0), MaxValueValidator(100)]
+    )
+    not_before = models.DateTimeField(null=True, blank=True, help_text="Earliest time to apply it.")
+    min_soak_seconds = models.PositiveIntegerField(
+        default=0, help_text="How long it runs before the next step."
+    )
+    applied_at = models.DateTimeField(null=True, blank=True)
+    revision_number = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["plan_id", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["plan", "position"], name="plan_step_position_unique"),
+            models.CheckConstraint(
+                condition=Q(percentage__gte=0) & Q(percentage__lte=100), name="step_percentage_0_100"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.position}: {self.environment} {self.percentage}%"

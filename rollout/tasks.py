@@ -18,3 +18,10 @@ def publish_flagset(revision_id: int) -> int | None:
 @shared_task(name="rollout.flush_sdk_key_use")
 def flush_sdk_key_use() -> int:
     return services.sdk_keys_flush_last_used()
+
+
+@shared_task(name="rollout.advance_plans")
+def advance_plans() -> int:
+    from .plans import plans_advance
+
+    return plans_advance()
