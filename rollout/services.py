@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
@@ -294,9 +295,19 @@ def sdk_key_environment(raw: str) -> str | None:
     return key.environment.key if key else None
 
 
+_noted: dict[str, float] = {}
+NOTE_USE_EVERY = 60.0
+
+
 def sdk_key_note_use(raw: str) -> None:
-    """Remember when a key was last used, in the cache; a periodic task writes it down."""
-    cache.set(f"rollout:sdkkey-used-hash:{_hash_key(raw)}", timezone.now().isoformat(), None)
+    """Remember when a key was last used, in the cache, at most once a minute per process (the
+    endpoint's hot path stays free of writes); a periodic task copies it to the database."""
+    key_hash = _hash_key(raw)
+    now = time.monotonic()
+    if now - _noted.get(key_hash, -NOTE_USE_EVERY) < NOTE_USE_EVERY:
+        return
+    _noted[key_hash] = now
+    cache.set(f"rollout:sdkkey-used-hash:{key_hash}", timezone.now().isoformat(), None)
 
 
 def sdk_keys_flush_last_used() -> int:

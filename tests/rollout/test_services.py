@@ -109,3 +109,12 @@ def test_sdk_key__create__stored_hashed_shown_once(prod, django_capture_on_commi
     with django_capture_on_commit_callbacks(execute=True):
         services.sdk_key_revoke(key=key, actor="ops")
     assert services.sdk_key_environment(raw) is None
+
+
+def test_sdk_keys_flush_last_used__after_use__recorded(prod):
+    key, raw = services.sdk_key_create(environment=prod, actor="ops")
+    services._noted.clear()
+    services.sdk_key_note_use(raw)
+    assert services.sdk_keys_flush_last_used() == 1
+    key.refresh_from_db()
+    assert key.last_used_at is not None

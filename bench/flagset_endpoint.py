@@ -1,0 +1,170 @@
+"""The SDK endpoint under load: gunicorn on loopback, wrk at 50 connections, 304 and 200 paths.
+
+    python bench/flagset_endpoint.py [--seconds 10] [--workers 2]
+
+The service runs with its production settings on SQLite plus a real Redis (the distributed
+cache); wrk (Debian package) generates the load. Database queries per request are counted in
+process on the same code path. Prints a table, then JSON as the last line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import ExitStack
+from pathlib import Path
+
+from _common import ROOT, emit_json, print_table
+
+
+def wait_http(url: str, headers: dict[str, str], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=1)  # noqa: S310 - loopback
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def parse_wrk(output: str) -> dict[str, float]:
+    def ms(text: str) -> float:
+        number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+        return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    latency = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)$", output, re.M))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    return {
+        "rps": rps,
+        "p50_ms": ms(latency["50"]),
+        "p99_ms": ms(latency["99"]),
+        "errors": int(non_2xx.group(1)) if non_2xx else 0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=50)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+    sys.path.insert(0, str(ROOT))
+    from tests.servers import free_port, redis_server
+
+    with ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        redis_url = stack.enter_context(redis_server())
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "analemma.settings.production",
+            "SECRET_KEY": secrets.token_urlsafe(64),
+            "ALLOWED_HOSTS": "127.0.0.1",
+            "SECURE_SSL_REDIRECT": "false",
+            "DATABASE_URL": f"sqlite:///{tmp}/bench.sqlite3",
+            "ANALEMMA_VAR_DIR": str(tmp),
+            "REDIS_URL": redis_url,
+            "LOG_LEVEL": "WARNING",
+        }
+        python = sys.executable
+        subprocess.run([python, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+        key = subprocess.run(
+            [python, "manage.py", "rollout", "sdk-key", "create", "--env", "prod"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        queries = subprocess.run(
+            [python, "-c", COUNT_QUERIES, key], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+        ).stdout.split()
+        port = free_port()
+        server = subprocess.Popen(
+            [
+                python,
+                "-m",
+                "gunicorn",
+                "analemma.wsgi",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(args.workers),
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env=env,
+        )
+        stack.callback(server.wait, 10)
+        stack.callback(server.terminate)
+        url = f"http://127.0.0.1:{port}/api/v1/flagset"
+        auth = {"Authorization": f"Bearer {key}"}
+        wait_http(url, auth)
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=auth))  # noqa: S310 - loopback
+        etag = response.headers["ETag"]
+        results = {}
+        for name, headers in (("304", {**auth, "If-None-Match": etag}), ("200", auth)):
+            command = ["wrk", "-t2", f"-c{args.connections}", f"-d{args.seconds}s", "--latency", url]
+            for header, value in headers.items():
+                command += ["-H", f"{header}: {value}"]
+            results[name] = parse_wrk(
+                subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            )
+    print(f"gunicorn {args.workers} workers, wrk {args.connections} connections for {args.seconds}s each")
+    print_table(
+        ["path", "req/s", "p50 ms", "p99 ms", "db queries", "errors"],
+        [
+            [p, r["rps"], r["p50_ms"], r["p99_ms"], int(q), r["errors"]]
+            for (p, r), q in zip(results.items(), queries, strict=True)
+        ],
+    )
+    emit_json(
+        {
+            "rps_304": results["304"]["rps"],
+            "p50_ms_304": results["304"]["p50_ms"],
+            "p99_ms_304": results["304"]["p99_ms"],
+            "rps_200": results["200"]["rps"],
+            "p50_ms_200": results["200"]["p50_ms"],
+            "p99_ms_200": results["200"]["p99_ms"],
+            "db_queries_304": int(queries[0]),
+            "db_queries_200": int(queries[1]),
+            "errors": results["304"]["errors"] + results["200"]["errors"],
+        }
+    )
+
+
+# Counts database queries of a warm 304 and a warm 200, in a process with the same settings.
+COUNT_QUERIES = """
+import sys, django
+django.setup()
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+client = Client(HTTP_AUTHORIZATION="Bearer " + sys.argv[1])
+etag = client.get("/api/v1/flagset", secure=True, HTTP_HOST="127.0.0.1")["ETag"]
+counts = []
+for headers in ({"HTTP_IF_NONE_MATCH": etag}, {}):
+    with CaptureQueriesContext(connection) as captured:
+        status = client.get("/api/v1/flagset", secure=True, HTTP_HOST="127.0.0.1", **headers).status_code
+    assert status in (200, 304), status
+    counts.append(len(captured))
+print(*counts)
+"""
+
+
+if __name__ == "__main__":
+    main()
