@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
 
+from analemma.openapi import openapi_view
 from rollout import api as rollout_api
 from statebag import api as statebag_api
 
@@ -13,6 +14,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("api/v1/openapi.json", openapi_view, name="openapi"),
     path("api/v1/flagset", rollout_api.flagset, name="flagset"),
     path("api/v1/statebag/jobs", statebag_api.job_create, name="statebag-jobs"),
     path("api/v1/statebag/jobs/<uuid:job_id>", statebag_api.job_detail, name="statebag-job"),
