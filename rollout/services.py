@@ -275,6 +275,12 @@ def sdk_key_revoke(*, key: SdkKey, actor: str) -> None:
     transaction.on_commit(lambda: cache.delete(_key_cache(key.key_hash)))
 
 
+def sdk_key_environment_cached(raw: str) -> str | None:
+    """The environment of a key the cache already knows as valid; None otherwise (unknown,
+    revoked, or simply not cached yet)."""
+    return cache.get(_key_cache(_hash_key(raw))) or None
+
+
 def sdk_key_environment(raw: str) -> str | None:
     """The environment a presented key reads, or None. Answers from the cache when it can:
     the flag-set endpoint must not touch the database on its hot path."""

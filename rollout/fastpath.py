@@ -1,0 +1,69 @@
+"""A WSGI front for GET /api/v1/flagset that answers warm requests without Django's request
+cycle: SDK fleets poll this URL, and on two cores the middleware stack is most of the cost.
+
+It answers only what it can from the cache alone (a cached key and a cached document), the
+same way rollout.api.flagset does; everything else — a cold cache, an unknown key, a request
+that needs an HTTPS redirect or a host check — goes to Django unchanged."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.conf import settings
+
+from . import documents, services
+from .api import CACHE_CONTROL
+
+PATH = "/api/v1/flagset"
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class FlagsetFastPath:
+    def __init__(self, app: WSGIApp) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        answer = self._answer(environ) if environ.get("PATH_INFO") == PATH else None
+        if answer is None:
+            return self.app(environ, start_response)
+        status, headers, body = answer
+        start_response(status, headers)
+        return [body]
+
+    def _answer(self, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes] | None:
+        if environ.get("REQUEST_METHOD") != "GET" or not self._secure_enough(environ):
+            return None
+        host = environ.get("HTTP_HOST", "").rsplit(":", 1)[0]
+        if host not in settings.ALLOWED_HOSTS and "*" not in settings.ALLOWED_HOSTS:
+            return None
+        scheme, _, raw = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        raw = raw.strip()
+        if scheme.lower() != "bearer" or not raw:
+            return None
+        environment = services.sdk_key_environment_cached(raw)
+        if not environment:
+            return None
+        entry = documents.cached(environment)
+        if entry is None:
+            return None
+        services.sdk_key_note_use(raw)
+        headers = [("ETag", entry["etag"]), ("Cache-Control", CACHE_CONTROL), ("Vary", "Authorization")]
+        wanted = [tag.strip() for tag in environ.get("HTTP_IF_NONE_MATCH", "").split(",") if tag.strip()]
+        if entry["etag"] in wanted or "*" in wanted:
+            return "304 Not Modified", headers, b""
+        body: bytes = entry["body"]
+        return (
+            "200 OK",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers],
+            body,
+        )
+
+    def _secure_enough(self, environ: dict[str, Any]) -> bool:
+        if not getattr(settings, "SECURE_SSL_REDIRECT", False):
+            return True
+        proxy = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+        if proxy and environ.get(proxy[0]) == proxy[1]:
+            return True
+        return environ.get("wsgi.url_scheme") == "https"
