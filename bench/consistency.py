@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import sys
 import tempfile
 import threading
@@ -138,7 +139,8 @@ class Schedule:
         from analemma_sdk.statebag import LocalFolderStore
 
         self.rng = random.Random(seed)
-        self.plain = LocalFolderStore(tempfile.mkdtemp(prefix="consistency-"))
+        self.folder = tempfile.mkdtemp(prefix="consistency-")
+        self.plain = LocalFolderStore(self.folder)
         self.injector = Injector(target, kill)
         self.store = FaultyStore(self.plain, self.injector)
         self.kill = kill
@@ -344,7 +346,11 @@ class Schedule:
 
 
 def run_schedule(index: int, target: tuple[str, int] | None, kill: bool, seed: int) -> dict[str, Any]:
-    return Schedule(index, target, kill, seed).run()
+    schedule = Schedule(index, target, kill, seed)
+    try:
+        return schedule.run()
+    finally:
+        shutil.rmtree(schedule.folder, ignore_errors=True)
 
 
 def main() -> None:
