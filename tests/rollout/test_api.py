@@ -96,3 +96,28 @@ def test_flagset__sdk_key__cannot_write(client, prod_key):
         HTTP_AUTHORIZATION=f"Bearer {prod_key}",
     )
     assert job.status_code == 401
+
+
+def test_flagset__redis_cache__warm_paths_make_no_query(
+    client, settings, redis_url, django_assert_num_queries
+):
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": redis_url}
+    }
+    from django.core.cache import cache
+
+    cache.clear()
+    _, key = services.sdk_key_create(environment=Environment.objects.get(key="staging"), actor="ops")
+    services.flag_state_update(
+        flag=Flag.objects.get(key="use_zstd"),
+        environment=Environment.objects.get(key="staging"),
+        actor="a",
+        enabled=True,
+        value=True,
+    )
+    etag = fetch(client, key)["ETag"]
+    with django_assert_num_queries(0):
+        assert fetch(client, key, etag).status_code == 304
+        warm = fetch(client, key)
+    assert warm.status_code == 200 and warm.json()["flags"]["use_zstd"]["enabled"] is True
+    cache.clear()
