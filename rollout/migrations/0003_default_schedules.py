@@ -2,6 +2,8 @@
 
 from django.db import migrations
 
+from analemma.schedules import create_interval_tasks, remove_interval_tasks
+
 SCHEDULES = [
     ("rollout.advance_plans", "rollout: advance rollout plans", 1, "minutes"),
     ("rollout.flush_sdk_key_use", "rollout: record SDK key use", 1, "minutes"),
@@ -9,16 +11,11 @@ SCHEDULES = [
 
 
 def create(apps, schema_editor):
-    IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    for task, name, every, period in SCHEDULES:
-        interval, _ = IntervalSchedule.objects.get_or_create(every=every, period=period)
-        PeriodicTask.objects.get_or_create(name=name, defaults={"task": task, "interval": interval})
+    create_interval_tasks(apps, SCHEDULES)
 
 
 def remove(apps, schema_editor):
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    PeriodicTask.objects.filter(name__in=[name for _, name, _, _ in SCHEDULES]).delete()
+    remove_interval_tasks(apps, SCHEDULES)
 
 
 class Migration(migrations.Migration):
