@@ -53,3 +53,8 @@ def test_bootstrap_local__production_settings__refused(tmp_path):
     )
     assert done.returncode != 0
     assert "embedded" in done.stderr
+
+
+def test_models__no_migration_missing():
+    done = run_manage("makemigrations", "--check", "--dry-run", DJANGO_SETTINGS_MODULE="analemma.settings.test")
+    assert done.returncode == 0, done.stdout + done.stderr
