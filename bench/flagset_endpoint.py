@@ -59,6 +59,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--worker-class", default="sync", help="gunicorn worker class")
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
@@ -103,6 +105,10 @@ def main() -> None:
                 f"127.0.0.1:{port}",
                 "--workers",
                 str(args.workers),
+                "--worker-class",
+                args.worker_class,
+                "--threads",
+                str(args.threads),
                 "--log-level",
                 "warning",
             ],
@@ -124,7 +130,9 @@ def main() -> None:
             results[name] = parse_wrk(
                 subprocess.run(command, check=True, capture_output=True, text=True).stdout
             )
-    print(f"gunicorn {args.workers} workers, wrk {args.connections} connections for {args.seconds}s each")
+    print(
+        f"gunicorn {args.workers} {args.worker_class} workers x {args.threads} threads, wrk {args.connections} connections for {args.seconds}s each"
+    )
     print_table(
         ["path", "req/s", "p50 ms", "p99 ms", "db queries", "errors"],
         [

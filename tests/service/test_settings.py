@@ -56,5 +56,7 @@ def test_bootstrap_local__production_settings__refused(tmp_path):
 
 
 def test_models__no_migration_missing():
-    done = run_manage("makemigrations", "--check", "--dry-run", DJANGO_SETTINGS_MODULE="analemma.settings.test")
+    done = run_manage(
+        "makemigrations", "--check", "--dry-run", DJANGO_SETTINGS_MODULE="analemma.settings.test"
+    )
     assert done.returncode == 0, done.stdout + done.stderr
