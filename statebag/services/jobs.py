@@ -10,9 +10,13 @@ from analemma_sdk.statebag import StateBagError
 from analemma_sdk.statebag.keys import validate_id
 
 from ..faults import checkpoint
-from ..models import DehydrationJob, Execution, Manifest
+from ..models import DehydrationJob, Manifest
 from .hydrators import service_hydrator
 from .versioning import manifest_state
+
+
+class UnknownParentError(StateBagError):
+    """A job names a parent manifest its execution does not have."""
 
 
 def job_submit(
@@ -94,13 +98,5 @@ def _base_state(job: DehydrationJob, hydrator: Any) -> Any:
         .first()
     )
     if parent is None:
-        raise _UnknownParent(f"no manifest {job.parent[:16]} for execution {job.execution_id}")
+        raise UnknownParentError(f"no manifest {job.parent[:16]} for execution {job.execution_id}")
     return manifest_state(parent, hydrator)
-
-
-class _UnknownParent(StateBagError):
-    pass
-
-
-def job_execution_head(job: DehydrationJob) -> Execution | None:
-    return Execution.objects.filter(owner_id=job.owner_id, execution_id=job.execution_id).first()

@@ -121,7 +121,6 @@ class DehydrationResult:
     version: int | None = None
     new_blobs: int = 0
     reused_blobs: int = 0
-    stats: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
