@@ -99,7 +99,7 @@ REDIS_URL = env.str("REDIS_URL", default="")
 # every web process), process memory in the embedded default.
 CACHES = {
     "default": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        {"BACKEND": "analemma.cache.ReusedClientRedisCache", "LOCATION": REDIS_URL}
         if REDIS_URL
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "analemma"}
     )

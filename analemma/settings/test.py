@@ -23,3 +23,6 @@ STORAGES["statebag"] = {
     "OPTIONS": {"location": env.str("STATEBAG_LOCAL_ROOT", default="/tmp/analemma-test-blobs")},
 }
 LOGGING = {"version": 1, "disable_existing_loggers": False}
+
+# Tests look at every change at once; the fast path's per-process memo would hide them for 1 s.
+ROLLOUT_FASTPATH_MEMO_SECONDS = 0.0

@@ -97,3 +97,16 @@ def test_fastpath__https_required__plain_http_goes_to_django_and_is_redirected(k
     status, headers, _ = call(fast, key)
     assert django.calls == calls + 1
     assert status == 301 and headers["Location"].startswith("https://")
+
+
+def test_fastpath__memo__revocation_reaches_the_process_within_its_ttl(app, key, settings):
+    import time
+
+    settings.ROLLOUT_FASTPATH_MEMO_SECONDS = 0.3
+    fast, django = app
+    call(fast, key)
+    call(fast, key)  # memoised now
+    services.sdk_key_revoke(key=Environment.objects.get(key="prod").sdk_keys.get(), actor="t")
+    assert call(fast, key)[0] == 200  # within the memo's time
+    time.sleep(0.35)
+    assert call(fast, key)[0] == 401

@@ -230,7 +230,9 @@ def test_dictionary_train__enough_blobs__rolled_in_for_the_workflow(api_client, 
 
 
 def test_job_api__unknown_parent__job_failed_with_typed_error(api_client):
-    response = submit(api_client, owner_id="a", workflow_id="wf", execution_id="e", state=big_state(1), parent="f" * 64)
+    response = submit(
+        api_client, owner_id="a", workflow_id="wf", execution_id="e", state=big_state(1), parent="f" * 64
+    )
     body = api_client.get(response["Location"]).json()
     assert body["status"] == "failed" and "UnknownParentError" in body["error"]
     assert not Manifest.objects.exists()
