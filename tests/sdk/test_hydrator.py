@@ -272,3 +272,11 @@ def test_import__statebag__loads_no_django_celery_boto3_or_zstandard():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(done.stdout) == []
+
+
+def test_hydrate__legacy__reads_every_offloaded_field_every_time(counting_store):
+    hydrator = StateHydrator(store=counting_store)
+    payload = hydrator.dehydrate(big_state(), **IDS)
+    for _ in range(2):
+        hydrator.hydrate(payload)
+    assert counting_store.counts["gets"] == 2 * 3  # no cache on the baseline path

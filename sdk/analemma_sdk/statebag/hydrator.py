@@ -186,7 +186,8 @@ class StateHydrator:
         self.payload_budget = payload_budget
         self.chunk_target = chunk_target
         self.max_blob_bytes = max_blob_bytes
-        self.cache = BlobCache(cache_bytes)
+        # The legacy path is the original system's: it keeps nothing between calls.
+        self.cache = BlobCache(cache_bytes if self.use_batching else 0)
         self.temperatures = (
             temperatures
             if isinstance(temperatures, TemperatureRegistry)
