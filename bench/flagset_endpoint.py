@@ -61,6 +61,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--worker-class", default="sync", help="gunicorn worker class")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--wrk-threads", type=int, default=2, help="load generator threads (they share the cores)"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
@@ -124,7 +127,14 @@ def main() -> None:
         etag = response.headers["ETag"]
         results = {}
         for name, headers in (("304", {**auth, "If-None-Match": etag}), ("200", auth)):
-            command = ["wrk", "-t2", f"-c{args.connections}", f"-d{args.seconds}s", "--latency", url]
+            command = [
+                "wrk",
+                f"-t{args.wrk_threads}",
+                f"-c{args.connections}",
+                f"-d{args.seconds}s",
+                "--latency",
+                url,
+            ]
             for header, value in headers.items():
                 command += ["-H", f"{header}: {value}"]
             results[name] = parse_wrk(
