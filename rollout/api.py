@@ -7,8 +7,6 @@ from django.views.decorators.http import require_GET
 
 from . import documents, services
 
-CACHE_CONTROL = "private, no-cache"  # keep it, but revalidate (If-None-Match) every time
-
 
 def _unauthorized() -> JsonResponse:
     # The same answer for missing, malformed, unknown and revoked keys: nothing to learn from it.
@@ -19,11 +17,9 @@ def _unauthorized() -> JsonResponse:
 
 @require_GET
 def flagset(request: HttpRequest) -> HttpResponse:
-    header = request.headers.get("Authorization", "")
-    scheme, _, raw = header.partition(" ")
-    if scheme.lower() != "bearer" or not raw.strip():
+    raw = services.bearer_key(request.headers.get("Authorization", ""))
+    if raw is None:
         return _unauthorized()
-    raw = raw.strip()
     environment = services.sdk_key_environment(raw)
     if environment is None:
         return _unauthorized()
@@ -31,12 +27,8 @@ def flagset(request: HttpRequest) -> HttpResponse:
     entry = documents.cached(environment) or documents.publish_latest(environment)
     if entry is None:
         return JsonResponse({"error": "this environment has no flag set yet"}, status=404)
-    wanted = [tag.strip() for tag in request.headers.get("If-None-Match", "").split(",") if tag.strip()]
-    if entry["etag"] in wanted or "*" in wanted:
-        response = HttpResponse(status=304)
-    else:
-        response = HttpResponse(entry["body"], content_type="application/json")
-    response["ETag"] = entry["etag"]
-    response["Cache-Control"] = CACHE_CONTROL
-    response["Vary"] = "Authorization"
+    status, headers, body = documents.conditional(entry, request.headers.get("If-None-Match", ""))
+    response = HttpResponse(body, status=status)
+    for name, value in headers:
+        response[name] = value
     return response

@@ -82,3 +82,17 @@ def publish_latest(environment_key: str) -> dict[str, Any] | None:
         return None
     publish(revision)
     return cached(environment_key)
+
+
+CACHE_CONTROL = "private, no-cache"  # keep it, but revalidate (If-None-Match) every time
+
+
+def conditional(entry: dict[str, Any], if_none_match: str) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Status, headers and body answering a cached entry, honouring If-None-Match. The Django
+    view and the WSGI fast path both answer through this, so they cannot drift apart."""
+    headers = [("ETag", entry["etag"]), ("Cache-Control", CACHE_CONTROL), ("Vary", "Authorization")]
+    wanted = [tag.strip() for tag in if_none_match.split(",") if tag.strip()]
+    if entry["etag"] in wanted or "*" in wanted:
+        return 304, headers, b""
+    body: bytes = entry["body"]
+    return 200, [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers], body

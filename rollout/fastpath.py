@@ -18,9 +18,9 @@ from typing import Any
 from django.conf import settings
 
 from . import documents, services
-from .api import CACHE_CONTROL
 
 PATH = "/api/v1/flagset"
+_STATUS = {200: "200 OK", 304: "304 Not Modified"}
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
@@ -64,9 +64,8 @@ class FlagsetFastPath:
         host = environ.get("HTTP_HOST", "").rsplit(":", 1)[0]
         if host not in settings.ALLOWED_HOSTS and "*" not in settings.ALLOWED_HOSTS:
             return None
-        scheme, _, raw = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
-        raw = raw.strip()
-        if scheme.lower() != "bearer" or not raw:
+        raw = services.bearer_key(environ.get("HTTP_AUTHORIZATION", ""))
+        if raw is None:
             return None
         environment = self._memo.get("key:" + raw, lambda: services.sdk_key_environment_cached(raw))
         if not environment:
@@ -75,16 +74,8 @@ class FlagsetFastPath:
         if entry is None:
             return None
         services.sdk_key_note_use(raw)
-        headers = [("ETag", entry["etag"]), ("Cache-Control", CACHE_CONTROL), ("Vary", "Authorization")]
-        wanted = [tag.strip() for tag in environ.get("HTTP_IF_NONE_MATCH", "").split(",") if tag.strip()]
-        if entry["etag"] in wanted or "*" in wanted:
-            return "304 Not Modified", headers, b""
-        body: bytes = entry["body"]
-        return (
-            "200 OK",
-            [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers],
-            body,
-        )
+        status, headers, body = documents.conditional(entry, environ.get("HTTP_IF_NONE_MATCH", ""))
+        return _STATUS[status], headers, body
 
     def _secure_enough(self, environ: dict[str, Any]) -> bool:
         if not getattr(settings, "SECURE_SSL_REDIRECT", False):

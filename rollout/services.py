@@ -275,6 +275,13 @@ def sdk_key_revoke(*, key: SdkKey, actor: str) -> None:
     transaction.on_commit(lambda: cache.delete(_key_cache(key.key_hash)))
 
 
+def bearer_key(authorization: str) -> str | None:
+    """The key from an ``Authorization: Bearer <key>`` header, or None."""
+    scheme, _, raw = authorization.partition(" ")
+    raw = raw.strip()
+    return raw if scheme.lower() == "bearer" and raw else None
+
+
 def sdk_key_environment_cached(raw: str) -> str | None:
     """The environment of a key the cache already knows as valid; None otherwise (unknown,
     revoked, or simply not cached yet)."""

@@ -101,9 +101,7 @@ def test_flagset__sdk_key__cannot_write(client, prod_key):
 def test_flagset__redis_cache__warm_paths_make_no_query(
     client, settings, redis_url, django_assert_num_queries
 ):
-    settings.CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": redis_url}
-    }
+    settings.CACHES = {"default": {"BACKEND": "analemma.cache.ReusedClientRedisCache", "LOCATION": redis_url}}
     from django.core.cache import cache
 
     cache.clear()

@@ -54,6 +54,19 @@ def submit(client, **body):
     return client.post(reverse("statebag-jobs"), data=json.dumps(body), content_type="application/json")
 
 
+def submit_step(client, execution_id, step, parent="", owner_id="acme"):
+    """Submit big_state(step) as the next version after ``parent``; returns the polled job."""
+    response = submit(
+        client,
+        owner_id=owner_id,
+        workflow_id="wf",
+        execution_id=execution_id,
+        state=big_state(step),
+        parent=parent,
+    )
+    return client.get(response["Location"]).json()
+
+
 def big_state(step):
     return {
         "step": step,
@@ -69,15 +82,7 @@ def test_job_api__post_then_poll__202_then_manifest_and_payload(api_client, serv
     body = api_client.get(url).json()
     assert body["status"] == "succeeded" and body["manifest"]["version"] == 1
     assert body["payload"]["__statebag__"]["manifest"] == body["manifest"]["hash"]
-    follow = submit(
-        api_client,
-        owner_id="acme",
-        workflow_id="wf",
-        execution_id="e1",
-        state=big_state(2),
-        parent=body["manifest"]["hash"],
-    )
-    second = api_client.get(follow["Location"]).json()
+    second = submit_step(api_client, "e1", 2, parent=body["manifest"]["hash"])
     assert second["manifest"]["version"] == 2
     head = Execution.objects.get(execution_id="e1").head
     assert head.committed_via == "2pc"
@@ -101,26 +106,9 @@ def test_job_api__bad_input__400_and_no_job(api_client, body, status):
 
 
 def test_job_api__stale_parent__job_failed_with_conflict(api_client):
-    first = api_client.get(
-        submit(api_client, owner_id="a", workflow_id="wf", execution_id="e", state=big_state(1))["Location"]
-    ).json()
-    submit(
-        api_client,
-        owner_id="a",
-        workflow_id="wf",
-        execution_id="e",
-        state=big_state(2),
-        parent=first["manifest"]["hash"],
-    )
-    late = submit(
-        api_client,
-        owner_id="a",
-        workflow_id="wf",
-        execution_id="e",
-        state=big_state(3),
-        parent=first["manifest"]["hash"],
-    )
-    body = api_client.get(late["Location"]).json()
+    first = submit_step(api_client, "e", 1, owner_id="a")
+    submit_step(api_client, "e", 2, parent=first["manifest"]["hash"], owner_id="a")
+    body = submit_step(api_client, "e", 3, parent=first["manifest"]["hash"], owner_id="a")
     assert body["status"] == "failed" and "ManifestConflictError" in body["error"]
 
 
@@ -132,16 +120,9 @@ def test_job_api__anonymous_or_without_permission__refused(client):
 
 
 def test_tasks__reap_retention_gc__record_runs_without_listing(api_client, service_store, settings):
+    parent = ""
     for step in range(1, 5):
-        parent = Execution.objects.filter(execution_id="e1").first()
-        submit(
-            api_client,
-            owner_id="acme",
-            workflow_id="wf",
-            execution_id="e1",
-            state=big_state(step),
-            parent=parent.head.hash if parent else "",
-        )
+        parent = submit_step(api_client, "e1", step, parent=parent)["manifest"]["hash"]
     settings.STATEBAG = {**settings.STATEBAG, "RETAIN_LAST_VERSIONS": 1, "GC_GRACE_SECONDS": 0}
     apply_retention.delay()
     gc_sweep.delay()
