@@ -1,6 +1,6 @@
 """The SDK endpoint under load: gunicorn on loopback, wrk at 50 connections, 304 and 200 paths.
 
-    python bench/flagset_endpoint.py [--seconds 10] [--workers 2]
+    python bench/flagset_endpoint.py [--seconds 10] [--workers 2] [--repeat 3]
 
 The service runs with its production settings on SQLite plus a real Redis (the distributed
 cache); wrk (Debian package) generates the load. Database queries per request are counted in
@@ -52,6 +52,11 @@ def parse_wrk(output: str) -> dict[str, float]:
     }
 
 
+def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The run whose p99 is the median of all runs (the upper one of an even count)."""
+    return sorted(runs, key=lambda run: run["p99_ms"])[len(runs) // 2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -62,8 +67,9 @@ def main() -> None:
     parser.add_argument("--worker-class", default="sync", help="gunicorn worker class")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
-        "--wrk-threads", type=int, default=2, help="load generator threads (they share the cores)"
+        "--wrk-threads", type=int, default=1, help="load generator threads (they share the cores)"
     )
+    parser.add_argument("--repeat", type=int, default=3, help="runs per path; the median is reported")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
@@ -72,6 +78,7 @@ def main() -> None:
 
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        (tmp / "static").mkdir()  # production serves collected static files from here
         redis_url = stack.enter_context(redis_server())
         env = {
             **os.environ,
@@ -125,29 +132,41 @@ def main() -> None:
         wait_http(url, auth)
         response = urllib.request.urlopen(urllib.request.Request(url, headers=auth))  # noqa: S310 - loopback
         etag = response.headers["ETag"]
-        results = {}
-        for name, headers in (("304", {**auth, "If-None-Match": etag}), ("200", auth)):
-            command = [
-                "wrk",
-                f"-t{args.wrk_threads}",
-                f"-c{args.connections}",
-                f"-d{args.seconds}s",
-                "--latency",
-                url,
-            ]
-            for header, value in headers.items():
-                command += ["-H", f"{header}: {value}"]
-            results[name] = parse_wrk(
-                subprocess.run(command, check=True, capture_output=True, text=True).stdout
-            )
+        runs: dict[str, list[dict[str, float]]] = {"304": [], "200": []}
+        for _ in range(args.repeat):
+            for name, headers in (("304", {**auth, "If-None-Match": etag}), ("200", auth)):
+                command = [
+                    "wrk",
+                    f"-t{args.wrk_threads}",
+                    f"-c{args.connections}",
+                    f"-d{args.seconds}s",
+                    "--latency",
+                    url,
+                ]
+                for header, value in headers.items():
+                    command += ["-H", f"{header}: {value}"]
+                runs[name].append(
+                    parse_wrk(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+                )
+    results = {name: median_run(measured) for name, measured in runs.items()}
     print(
-        f"gunicorn {args.workers} {args.worker_class} workers x {args.threads} threads, wrk {args.connections} connections for {args.seconds}s each"
+        f"gunicorn {args.workers} {args.worker_class} workers x {args.threads} threads, wrk"
+        f" {args.wrk_threads} thread(s) {args.connections} connections, {args.repeat} x {args.seconds}s per path"
     )
     print_table(
-        ["path", "req/s", "p50 ms", "p99 ms", "db queries", "errors"],
+        ["path", "run", "req/s", "p50 ms", "p99 ms", "db queries", "errors"],
         [
-            [p, r["rps"], r["p50_ms"], r["p99_ms"], int(q), r["errors"]]
-            for (p, r), q in zip(results.items(), queries, strict=True)
+            [
+                p,
+                "median" if r is results[p] else str(i + 1),
+                r["rps"],
+                r["p50_ms"],
+                r["p99_ms"],
+                int(q),
+                r["errors"],
+            ]
+            for (p, measured), q in zip(runs.items(), queries, strict=True)
+            for i, r in enumerate(measured)
         ],
     )
     emit_json(
@@ -160,7 +179,7 @@ def main() -> None:
             "p99_ms_200": results["200"]["p99_ms"],
             "db_queries_304": int(queries[0]),
             "db_queries_200": int(queries[1]),
-            "errors": results["304"]["errors"] + results["200"]["errors"],
+            "errors": sum(r["errors"] for measured in runs.values() for r in measured),
         }
     )
 
