@@ -17,8 +17,12 @@ Standard library only; pinned by tests/data/bucketing_vectors.json.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
+
+try:  # the interpreter's own sha1 loads in a fraction of the time OpenSSL's does (cold starts)
+    from _sha1 import sha1
+except ImportError:  # pragma: no cover - builds without it
+    from hashlib import sha1
 
 _LONG_SCALE = float(0xFFFFFFFFFFFFFFF)
 TOTAL_WEIGHT = 100_000  # variant weights are in thousandths of a percent, as LaunchDarkly's
@@ -27,7 +31,7 @@ TOTAL_WEIGHT = 100_000  # variant weights are in thousandths of a percent, as La
 def bucket_value(flag_key: str, salt: str, unit: str, seed: int | None = None) -> float:
     """Where ``unit`` falls for this flag, in [0, 1)."""
     text = f"{seed}.{unit}" if seed is not None else f"{flag_key}.{salt}.{unit}"
-    digest = hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest()
+    digest = sha1(text.encode("utf-8")).hexdigest()
     return int(digest[:15], 16) / _LONG_SCALE
 
 

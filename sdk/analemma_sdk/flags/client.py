@@ -1,0 +1,512 @@
+"""FlagClient: the flag set, fetched with ETags, cached in memory and in a file, evaluated locally.
+
+Made for Lambda: no background thread (it would be frozen between invocations anyway), so the
+document is refreshed on use once its TTL has passed, with jitter so a fleet does not poll in
+step. Nothing here raises into the caller: on any failure the client serves the last known good
+document (reason ``stale``), then the caller's defaults (reason ``error``), and each call waits
+on the network for at most ``timeout`` seconds in all.
+"""
+
+from __future__ import annotations
+
+import _thread
+import marshal
+import os
+import time
+from collections.abc import Mapping
+
+from ..bucketing import sha1
+from .document import (
+    ERROR,
+    FLAG_NOT_FOUND,
+    GENERAL,
+    PROVIDER_NOT_READY,
+    STALE,
+    TYPE_MISMATCH,
+    FlagDetails,
+    FlagSet,
+    InvalidDocumentError,
+)
+
+TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
+if TYPE_CHECKING:
+    from typing import Any
+
+DEFAULT_TTL = 30.0
+DEFAULT_TIMEOUT = 1.0
+DEFAULT_MAX_BYTES = 4 * 1024 * 1024
+JITTER = 0.2  # a refresh falls due between 80 % and 100 % of the TTL
+MAX_BACKOFF = 60.0
+_CACHE_MAGIC = b"AFS1"
+_SDK_KEY_PREFIX = "ask_"
+_SDK_SECRET_LENGTH = 43  # token_urlsafe(32)
+_USE_DEFAULT_PATH = object()
+
+READY = "ready"
+STALE_STATE = "stale"
+NOT_READY = "not_ready"
+UNAUTHORIZED = "unauthorized"
+
+
+def _jitter() -> float:
+    """A factor in [1 - JITTER, 1]; os.urandom keeps `random` (and its imports) out of cold start."""
+    return 1.0 - JITTER * int.from_bytes(os.urandom(2), "big") / 0xFFFF
+
+
+def _log(level: str, message: str, *args: Any) -> None:
+    import logging  # noqa: PLC0415 - only when there is something to say
+
+    getattr(logging.getLogger("analemma_sdk.flags"), level)(message, *args)
+
+
+def _environment_of(sdk_key: str) -> str | None:
+    """Keys are ``ask_<environment>_<secret>``: the environment a document must be for."""
+    if sdk_key.startswith(_SDK_KEY_PREFIX) and len(sdk_key) > len(_SDK_KEY_PREFIX) + _SDK_SECRET_LENGTH + 1:
+        environment = sdk_key[len(_SDK_KEY_PREFIX) : -_SDK_SECRET_LENGTH - 1]
+        if sdk_key[-_SDK_SECRET_LENGTH - 1] == "_" and environment:
+            return environment
+    return None
+
+
+def _is_bool(value: Any) -> bool:
+    return value is True or value is False
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_string(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_json(value: Any) -> bool:
+    return True
+
+
+def _copy(value: Any) -> Any:
+    """JSON values handed out are copies: a caller editing one must not edit the document."""
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+class ClientStatus:
+    """Where the client stands: ``state`` is ready, stale, not_ready or unauthorized."""
+
+    __slots__ = ("state", "revision", "http_status", "error", "fetched_at", "failures")
+
+    def __init__(self, **fields: Any) -> None:
+        for name in self.__slots__:
+            setattr(self, name, fields.get(name))
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"ClientStatus({inner})"
+
+
+class FlagClient:
+    """``FlagClient(base_url, sdk_key)``; then ``client.bool("flag", unit=execution_id)``.
+
+    ``cache_path``: a file shared by the processes of one container (default: one per URL and
+    key in the temp dir; ``None`` for none). ``bootstrap``: a document, or the path of a JSON
+    snapshot bundled with the code, served until the first fetch succeeds.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        sdk_key: str,
+        *,
+        ttl: float = DEFAULT_TTL,
+        timeout: float = DEFAULT_TIMEOUT,
+        cache_path: Any = _USE_DEFAULT_PATH,
+        bootstrap: Any = None,
+        environment: str | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        if not ttl > 0 or not timeout > 0:
+            raise ValueError("ttl and timeout must be positive")
+        self.url = base_url.rstrip("/") + "/api/v1/flagset"
+        self._key = sdk_key
+        self.ttl = float(ttl)
+        self.timeout = float(timeout)
+        self.max_bytes = max_bytes
+        self.environment = environment or _environment_of(sdk_key)
+        # Names and matches the file cache; sha1 is already loaded for bucketing.
+        self._fingerprint = sha1(f"{self.url}\n{sdk_key}".encode()).hexdigest()[:24]
+        if cache_path is _USE_DEFAULT_PATH:
+            cache_path = os.path.join(_temp_dir(), f"analemma-flags-{self._fingerprint[:16]}.bin")
+        self.cache_path = os.fspath(cache_path) if cache_path is not None else None
+        self._lock = _thread.allocate_lock()
+        self._flagset: FlagSet | None = None
+        self._etag: str | None = None
+        self._fetched_at = 0.0  # wall clock of the last confirmation by the server
+        self._next_check = 0.0  # monotonic: when to look for a newer document
+        self._stale = False
+        self._failures = 0
+        self._http_status: int | None = None
+        self._error: str | None = None
+        self._unauthorized = False
+        if bootstrap is not None:
+            self._load_bootstrap(bootstrap)
+        self._load_file_cache()
+        _register(self)
+
+    # Evaluation ------------------------------------------------------------------------
+    def bool(
+        self,
+        key: str,
+        unit: str | None = None,
+        default: bool = False,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> bool:
+        return self._value(key, unit, default, attributes, _is_bool)  # type: ignore[no-any-return]
+
+    def string(
+        self,
+        key: str,
+        unit: str | None = None,
+        default: str = "",
+        attributes: Mapping[str, Any] | None = None,
+    ) -> str:
+        return self._value(key, unit, default, attributes, _is_string)  # type: ignore[no-any-return]
+
+    def number(
+        self,
+        key: str,
+        unit: str | None = None,
+        default: float = 0,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> float:
+        return self._value(key, unit, default, attributes, _is_number)  # type: ignore[no-any-return]
+
+    def json(
+        self,
+        key: str,
+        unit: str | None = None,
+        default: Any = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> Any:
+        return _copy(self._value(key, unit, default, attributes, _is_json))
+
+    def bool_details(
+        self,
+        key: str,
+        unit: str | None = None,
+        default: bool = False,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> FlagDetails:
+        return self._details(key, unit, default, attributes, _is_bool)
+
+    def string_details(
+        self,
+        key: str,
+        unit: str | None = None,
+        default: str = "",
+        attributes: Mapping[str, Any] | None = None,
+    ) -> FlagDetails:
+        return self._details(key, unit, default, attributes, _is_string)
+
+    def number_details(
+        self,
+        key: str,
+        unit: str | None = None,
+        default: float = 0,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> FlagDetails:
+        return self._details(key, unit, default, attributes, _is_number)
+
+    def json_details(
+        self,
+        key: str,
+        unit: str | None = None,
+        default: Any = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> FlagDetails:
+        details = self._details(key, unit, default, attributes, _is_json)
+        details.value = _copy(details.value)
+        return details
+
+    def _value(self, key: str, unit: Any, default: Any, attributes: Any, accepts: Any) -> Any:
+        # The hot path: no details object, one clock read when the document is fresh.
+        try:
+            if time.monotonic() >= self._next_check:
+                self._refresh()
+            flagset = self._flagset
+            flag = flagset.flags.get(key) if flagset is not None else None
+            if flag is None:
+                return default
+            value = flag.evaluate(unit if unit is None or unit.__class__ is str else str(unit), attributes)[0]
+            return value if accepts(value) else default
+        except Exception:  # noqa: BLE001 - evaluation must never raise into the caller
+            return default
+
+    def _details(self, key: str, unit: Any, default: Any, attributes: Any, accepts: Any) -> FlagDetails:
+        revision = None
+        try:
+            if time.monotonic() >= self._next_check:
+                self._refresh()
+            flagset = self._flagset
+            if flagset is None:
+                return FlagDetails(key, default, ERROR, None, error=PROVIDER_NOT_READY)
+            revision = flagset.revision
+            flag = flagset.flags.get(key)
+            if flag is None:
+                return FlagDetails(key, default, ERROR, revision, error=FLAG_NOT_FOUND)
+            value, variant, reason = flag.evaluate(None if unit is None else str(unit), attributes)
+            if not accepts(value):
+                return FlagDetails(key, default, ERROR, revision, error=TYPE_MISMATCH)
+            return FlagDetails(key, value, STALE if self._stale else reason, revision, variant)
+        except Exception:  # noqa: BLE001 - evaluation must never raise into the caller
+            return FlagDetails(key, default, ERROR, revision, error=GENERAL)
+
+    # State -----------------------------------------------------------------------------
+    @property
+    def revision(self) -> int | None:
+        flagset = self._flagset
+        return flagset.revision if flagset is not None else None
+
+    @property
+    def status(self) -> ClientStatus:
+        if self._unauthorized:
+            state = UNAUTHORIZED
+        elif self._flagset is None:
+            state = NOT_READY
+        else:
+            state = STALE_STATE if self._stale else READY
+        return ClientStatus(
+            state=state,
+            revision=self.revision,
+            http_status=self._http_status,
+            error=self._error,
+            fetched_at=self._fetched_at or None,
+            failures=self._failures,
+        )
+
+    def refresh(self) -> bool:
+        """Fetch now, whatever the TTL says; True when the document is confirmed current."""
+        with self._lock:
+            self._next_check = 0.0
+            return self._fetch_guarded()
+
+    # Refresh ---------------------------------------------------------------------------
+    def _refresh(self) -> None:
+        if not self._lock.acquire(False):
+            return  # another thread is refreshing: serve what we have meanwhile
+        try:
+            if time.monotonic() < self._next_check:
+                return
+            if self._load_file_cache():  # a sibling process refreshed it
+                return
+            self._fetch_guarded()
+        finally:
+            self._lock.release()
+
+    def _fetch_guarded(self) -> bool:
+        try:
+            return self._fetch()
+        except Exception as exc:  # noqa: BLE001 - never into the caller
+            self._fail(None, f"unexpected {type(exc).__name__}: {exc}")
+            return False
+
+    def _fetch(self) -> bool:
+        from . import http  # noqa: PLC0415 - http.client loads only when the network is needed
+
+        headers = {"Authorization": f"Bearer {self._key}", "Accept": "application/json"}
+        if self._etag and self._flagset is not None:
+            headers["If-None-Match"] = self._etag
+        try:
+            response = http.get(self.url, headers, timeout=self.timeout, max_bytes=self.max_bytes)
+        except http.FetchError as exc:
+            self._fail(None, str(exc))
+            return False
+        status = response.status
+        if status == 304:
+            etag = response.headers.get("etag")
+            if "If-None-Match" not in headers or (etag is not None and etag != self._etag):
+                self._fail(status, "304 for a document this client does not hold")
+                return False
+            self._confirmed(status, time.time())
+            self._write_file_cache()
+            return True
+        if status in (401, 403):
+            self._fail(status, "the SDK key was refused (wrong, revoked or for another service)")
+            return False
+        if status != 200:
+            self._fail(status, f"HTTP {status}")
+            return False
+        try:
+            flagset, etag = self._parse(response.body, response.headers.get("etag"))
+        except InvalidDocumentError as exc:
+            self._fail(status, f"unusable document: {exc}")
+            return False
+        self._flagset, self._etag = flagset, etag
+        self._confirmed(status, time.time())
+        self._write_file_cache()
+        return True
+
+    def _parse(self, body: bytes, etag: str | None) -> tuple[FlagSet, str | None]:
+        import hashlib  # noqa: PLC0415 - only for documents from the network
+        import json  # noqa: PLC0415
+
+        if etag is not None and etag != f'"{hashlib.sha256(body).hexdigest()[:40]}"':
+            # The server's ETag is the body's sha256: a mismatch is a truncated or altered body.
+            raise InvalidDocumentError("the body does not match its ETag")
+        try:
+            document = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidDocumentError(f"not JSON ({exc})") from None
+        return self._accept(document), etag
+
+    def _accept(self, document: Any) -> FlagSet:
+        flagset = FlagSet(document, environment=self.environment)
+        if self.environment is None:
+            self.environment = flagset.environment  # from now on, only this environment
+        return flagset
+
+    def _confirmed(self, status: int, fetched_at: float) -> None:
+        self._fetched_at = fetched_at
+        self._http_status = status
+        self._stale = False
+        self._failures = 0
+        self._error = None
+        self._unauthorized = False
+        left = self.ttl - max(time.time() - fetched_at, 0.0)
+        self._next_check = time.monotonic() + max(left, 0.0) * _jitter()
+
+    def _fail(self, status: int | None, error: str) -> None:
+        self._failures += 1
+        self._http_status = status
+        self._error = error
+        self._stale = self._flagset is not None
+        self._unauthorized = status in (401, 403)
+        backoff = min(2.0 ** min(self._failures - 1, 10), self.ttl, MAX_BACKOFF)
+        self._next_check = time.monotonic() + backoff * _jitter()
+        serving = f"revision {self._flagset.revision}" if self._flagset is not None else "code defaults"
+        if self._unauthorized:
+            _log("error", "flag set %s: %s; serving %s", self.url, error, serving)
+        else:
+            _log("warning", "flag set %s unavailable (%s); serving %s", self.url, error, serving)
+
+    # Caches ----------------------------------------------------------------------------
+    def _load_bootstrap(self, bootstrap: Any) -> None:
+        try:
+            if isinstance(bootstrap, Mapping):
+                record: Any = bootstrap
+            else:
+                import json  # noqa: PLC0415
+
+                with open(os.fspath(bootstrap), "rb") as handle:
+                    record = json.load(handle)
+            if isinstance(record, Mapping) and "document" not in record:
+                record = {"document": record}  # a bare document
+            self._flagset = self._accept(record["document"])
+            self._etag = record.get("etag")
+            self._fetched_at = float(record.get("fetched_at") or 0.0)
+            if self._fetched_at:
+                self._confirmed(200, self._fetched_at)  # fresh while within its TTL
+        except Exception as exc:  # noqa: BLE001 - a bad snapshot must not stop the caller
+            self._flagset = None
+            _log("warning", "ignoring the bootstrap flag set: %s", exc)
+
+    def _load_file_cache(self) -> bool:
+        """Take the file cache when it is newer than what this process holds and still within
+        its TTL; True when it was taken."""
+        path = self.cache_path
+        if path is None:
+            return False
+        try:
+            with open(path, "rb") as handle:
+                if hasattr(os, "geteuid"):
+                    info = os.fstat(handle.fileno())
+                    if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+                        return False  # not ours, or writable by others: not to be trusted
+                data = handle.read(self.max_bytes + 64)
+            if data[:4] != _CACHE_MAGIC or int.from_bytes(data[4:8], "big") != _crc(data[8:]):
+                return False
+            record = marshal.loads(data[8:])
+            if record.get("fingerprint") != self._fingerprint:
+                return False
+            fetched_at = float(record["fetched_at"])
+            if fetched_at <= self._fetched_at or time.time() - fetched_at >= self.ttl:
+                return False
+            flagset = self._accept(record["document"])
+        except FileNotFoundError:
+            return False
+        except Exception:  # noqa: BLE001 - a broken cache file is just a cache miss
+            return False
+        self._flagset, self._etag = flagset, record.get("etag")
+        self._confirmed(200, fetched_at)
+        return True
+
+    def _write_file_cache(self) -> None:
+        path = self.cache_path
+        if path is None or self._flagset is None:
+            return
+        record = {
+            "fingerprint": self._fingerprint,
+            "etag": self._etag,
+            "fetched_at": self._fetched_at,
+            "document": self._flagset.raw,
+        }
+        payload = marshal.dumps(record)
+        temporary = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with open(fd, "wb") as handle:
+                handle.write(_CACHE_MAGIC + _crc(payload).to_bytes(4, "big") + payload)
+            os.replace(temporary, path)  # readers see the old file or the new one, never half
+        except OSError as exc:
+            _log("warning", "cannot write the flag-set cache %s: %s", path, exc)
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+
+    def _after_fork(self) -> None:
+        self._lock = _thread.allocate_lock()  # a lock held by another thread at fork stays held
+        left = self._next_check - time.monotonic()
+        if left > 0:
+            self._next_check = time.monotonic() + left * _jitter()  # children do not poll in step
+
+    def __repr__(self) -> str:
+        return f"<FlagClient {self.url} revision={self.revision} state={self.status.state}>"
+
+
+def _crc(data: bytes) -> int:
+    import binascii  # noqa: PLC0415 - small, and only needed with a file cache
+
+    return binascii.crc32(data)
+
+
+def _temp_dir() -> str:
+    for name in ("TMPDIR", "TEMP", "TMP"):
+        if os.environ.get(name):
+            return os.environ[name]
+    if os.name == "posix":
+        return "/tmp"  # noqa: S108 - Lambda's writable folder; the file is 0600 and checked
+    import tempfile  # noqa: PLC0415
+
+    return tempfile.gettempdir()
+
+
+_clients: list[Any] = []
+
+
+def _register(client: FlagClient) -> None:
+    import weakref  # noqa: PLC0415
+
+    if not _clients and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_after_fork_all)
+    _clients[:] = [ref for ref in _clients if ref() is not None]
+    _clients.append(weakref.ref(client))
+
+
+def _after_fork_all() -> None:
+    for ref in _clients:
+        client = ref()
+        if client is not None:
+            client._after_fork()
