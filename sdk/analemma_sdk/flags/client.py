@@ -313,7 +313,7 @@ class FlagClient:
             return False
 
     def _fetch(self) -> bool:
-        from . import http  # noqa: PLC0415 - http.client loads only when the network is needed
+        from .. import _http as http  # noqa: PLC0415 - http.client loads only when the network is needed
 
         headers = {"Authorization": f"Bearer {self._key}", "Accept": "application/json"}
         if self._etag and self._flagset is not None:

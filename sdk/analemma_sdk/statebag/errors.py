@@ -63,3 +63,19 @@ class ManifestConflictError(StateBagError):
 
 class TransactionAbortedError(StateBagError):
     """The commit's transaction was aborted (expired and reaped) before it committed."""
+
+
+class ManifestServiceUnavailableError(StateBagError):
+    """The manifest service could not be reached, or failed (5xx), within the timeout."""
+
+
+class WriteKeyRejectedError(StateBagError):
+    """The manifest service refused the write key: wrong, revoked, or for another owner."""
+
+
+class UploadRejectedError(StateBagError):
+    """The service found uploaded objects missing or different from what prepare declared."""
+
+
+class ManifestRequestError(StateBagError, ValueError):
+    """The manifest service refused a request as malformed."""

@@ -1,7 +1,7 @@
-"""get_hydrator(): one shared hydrator per distinct configuration, configured from the
-environment the way the original system was (USE_BATCHING, USE_ZSTD, ZSTD_LEVEL).
+"""get_hydrator(): one shared hydrator per distinct configuration, configured from arguments,
+the environment the way the original system was (USE_BATCHING, USE_ZSTD, ZSTD_LEVEL, USE_2PC),
+the execution's own payload and the flag set (precedence in ``config``).
 
-Precedence: explicit arguments, then environment variables, then the legacy defaults.
 Hydrators with different configurations share one store (and so one set of clients).
 """
 
@@ -11,44 +11,17 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Mapping
 from typing import Any
 
-from .codec import DEFAULT_ZSTD_LEVEL, validate_level
+from .config import resolve_config
 from .stores import BlobStore, LocalFolderStore
 
 logger = logging.getLogger("analemma_sdk.statebag")
 
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off", ""})
-
 _lock = threading.Lock()
 _hydrators: dict[tuple[Any, ...], Any] = {}
 _default_store: BlobStore | None = None
-
-
-def env_bool(name: str, default: bool, environ: Mapping[str, str] | None = None) -> bool:
-    raw = (environ if environ is not None else os.environ).get(name)
-    if raw is None:
-        return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    logger.warning("ignoring %s=%r: expected true/false; using %s", name, raw, default)
-    return default
-
-
-def env_level(name: str, default: int, environ: Mapping[str, str] | None = None) -> int:
-    raw = (environ if environ is not None else os.environ).get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        return validate_level(int(raw))
-    except ValueError:
-        logger.warning("ignoring %s=%r: expected an integer 1-22; using %s", name, raw, default)
-        return default
+_default_manifest_store: Any = None
 
 
 def store_from_url(url: str) -> BlobStore:
@@ -80,29 +53,73 @@ def default_store() -> BlobStore:
         return _default_store
 
 
+def default_manifest_store() -> Any:
+    """An HttpManifestStore when STATEBAG_SERVICE_URL and STATEBAG_WRITE_KEY are set (a Lambda
+    committing through the service), else None."""
+    global _default_manifest_store
+    url, key = os.environ.get("STATEBAG_SERVICE_URL"), os.environ.get("STATEBAG_WRITE_KEY")
+    if not (url and key):
+        return None
+    with _lock:
+        if _default_manifest_store is None:
+            from .http_store import HttpManifestStore  # noqa: PLC0415 - http only when configured
+
+            _default_manifest_store = HttpManifestStore(
+                url, key, upload=os.environ.get("STATEBAG_UPLOAD", "direct") or "direct"
+            )
+        return _default_manifest_store
+
+
 def get_hydrator(
     *,
     use_batching: bool | None = None,
     use_zstd: bool | None = None,
     zstd_level: int | None = None,
+    use_2pc: bool | None = None,
     store: BlobStore | None = None,
+    flags: Any = None,
+    unit: str | None = None,
+    event: Any = None,
     **options: Any,
 ) -> Any:
-    """The shared StateHydrator for this configuration (explicit arguments win over env)."""
+    """The shared StateHydrator for this configuration.
+
+    ``flags`` (a FlagClient) with ``unit`` (the execution id), or ``event`` to read the
+    execution id — and the configuration the execution already runs with — from the payload.
+    Precedence, per setting: argument, environment variable, the execution's recorded
+    configuration, the flag set, legacy default (see ``analemma_sdk.statebag.config``)."""
     from .hydrator import StateHydrator  # noqa: PLC0415 - keeps the package import light
 
-    batching = env_bool("USE_BATCHING", False) if use_batching is None else bool(use_batching)
-    zstd = env_bool("USE_ZSTD", False) if use_zstd is None else bool(use_zstd)
-    level = env_level("ZSTD_LEVEL", DEFAULT_ZSTD_LEVEL) if zstd_level is None else validate_level(zstd_level)
+    config = resolve_config(
+        explicit={
+            "use_batching": use_batching,
+            "use_zstd": use_zstd,
+            "zstd_level": zstd_level,
+            "use_2pc": use_2pc,
+        },
+        flags=flags,
+        unit=unit,
+        event=event,
+    )
     resolved_store = store if store is not None else default_store()
-    key = (batching, zstd, level, id(resolved_store), tuple(sorted((k, repr(v)) for k, v in options.items())))
+    if "manifest_store" not in options and config.use_2pc:
+        options["manifest_store"] = default_manifest_store()
+    key = (
+        config.use_batching,
+        config.use_zstd,
+        config.zstd_level,
+        config.use_2pc,
+        id(resolved_store),
+        tuple(sorted((k, id(v) if k == "manifest_store" else repr(v)) for k, v in options.items())),
+    )
     with _lock:
         hydrator = _hydrators.get(key)
         if hydrator is None:
             hydrator = StateHydrator(
-                use_batching=batching,
-                use_zstd=zstd,
-                compression_level=level,
+                use_batching=config.use_batching,
+                use_zstd=config.use_zstd,
+                compression_level=config.zstd_level,
+                use_2pc=config.use_2pc,
                 store=resolved_store,
                 **options,
             )
@@ -111,8 +128,9 @@ def get_hydrator(
 
 
 def reset_hydrators() -> None:
-    """Forget shared hydrators and the default store (tests, or after changing the env)."""
-    global _default_store
+    """Forget shared hydrators and default stores (tests, or after changing the env)."""
+    global _default_store, _default_manifest_store
     with _lock:
         _hydrators.clear()
         _default_store = None
+        _default_manifest_store = None

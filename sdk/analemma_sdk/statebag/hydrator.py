@@ -26,11 +26,13 @@ from .cache import BlobCache
 from .canonical import canonical_json, parse_json, sha256_hex
 from .chunking import join_items, seal_ranges
 from .codec import DEFAULT_ZSTD_LEVEL, GZIP, RAW, ZSTD, Compressor, ZstdDictionary, decode
+from .config import META_KEY
 from .errors import (
     BlobNotFoundError,
     BlobTooLargeError,
     CorruptBlobError,
     MalformedPointerError,
+    ManifestServiceUnavailableError,
     PayloadTooLargeError,
     StaleReferenceError,
     UnknownDictionaryError,
@@ -60,7 +62,6 @@ from .temperature import Temperature, TemperatureRegistry
 
 logger = logging.getLogger("analemma_sdk.statebag")
 
-META_KEY = "__statebag__"
 META_VERSION = 1
 HARD_PAYLOAD_CEILING = 256 * 1024
 DEFAULT_PAYLOAD_BUDGET = 16 * 1024
@@ -367,6 +368,7 @@ class StateHydrator:
                 "owner": owner_id,
                 "workflow": workflow_id,
                 "execution": execution_id,
+                "cfg": self.config_tag(),
             }
             visible: dict[str, Any] = entries
             if not fits:
@@ -381,12 +383,10 @@ class StateHydrator:
             try:
                 record = self._commit(ids, parents, batch, entries, idempotency_key)
                 break
+            except ManifestServiceUnavailableError as exc:
+                return self._degrade(state, ids, parents, exc)
             except StaleReferenceError as exc:
-                # Collected since this process saw it: forget it and store the value again.
-                self._forget(owner_id, exc.digests or [d for _, d in batch.reused])
-                for plan in plans.values():
-                    for blob in _blobs_of(plan):
-                        blob.ref = None
+                self._forget_stale(owner_id, exc, batch, plans)
                 if attempt:
                     raise
         if record is not None:
@@ -440,8 +440,12 @@ class StateHydrator:
             )
             if prepared.committed is not None:
                 return prepared.committed  # a retry of a dehydration that already committed
-            self._upload(batch, owner_id)
-            return store.commit(prepared.txn_id, entries, self.cohort)  # type: ignore[attr-defined,no-any-return]
+            try:
+                self._upload(batch, owner_id, prepared.uploads)
+                return store.commit(prepared.txn_id, entries, self.cohort)  # type: ignore[attr-defined,no-any-return]
+            except ManifestServiceUnavailableError:
+                self._abort_quietly(prepared.txn_id)
+                raise
         if self.use_2pc:
             self._warn_no_2pc()
         self._upload(batch, owner_id)
@@ -457,6 +461,56 @@ class StateHydrator:
                 idempotency_key=idempotency_key,
             )
         )
+
+    def _forget_stale(
+        self, owner_id: str, error: StaleReferenceError, batch: _Batch, plans: dict[str, _Plan]
+    ) -> None:
+        """Collected since this process saw it: forget it, so the value is stored again."""
+        self._forget(owner_id, error.digests or [d for _, d in batch.reused])
+        for plan in plans.values():
+            for blob in _blobs_of(plan):
+                blob.ref = None
+
+    def _abort_quietly(self, txn_id: str) -> None:
+        """Best effort: the reaper aborts an expired transaction anyway."""
+        try:
+            self.manifest_store.abort(txn_id)  # type: ignore[union-attr]
+        except Exception as exc:  # noqa: BLE001 - already failing; the reaper is the backstop
+            logger.debug("abort of %s failed: %s", txn_id, exc)
+
+    def _degrade(
+        self,
+        state: Mapping[str, Any],
+        ids: tuple[str, str, str],
+        parents: tuple[str, ...],
+        error: Exception,
+    ) -> DehydrationResult:
+        """The manifest service is unreachable: store this version the legacy way (one object
+        per large field, nothing recorded) rather than fail the caller's step. The payload keeps
+        the last committed version as its parent, so the chain continues from there."""
+        metrics.increment("statebag_degraded_to_legacy_total")
+        logger.warning("manifest service unavailable (%s): dehydrating %s on the legacy path", error, ids[2])
+        legacy = StateHydrator(
+            store=self.store,
+            inline_threshold=self.inline_threshold,
+            payload_budget=self.payload_budget,
+            max_blob_bytes=self.max_blob_bytes,
+            temperatures=self.temperatures,
+        )
+        owner_id, workflow_id, execution_id = ids
+        result = legacy.dehydrate_result(
+            state, owner_id=owner_id, workflow_id=workflow_id, execution_id=execution_id
+        )
+        meta = result.payload[META_KEY]
+        meta["cfg"] = self.config_tag()  # the execution keeps its configuration
+        meta["degraded"] = True
+        if parents:
+            meta["manifest"] = parents[0]
+        return result
+
+    def config_tag(self) -> list[int]:
+        """The configuration, as recorded in each payload: [batching, zstd, level, 2pc]."""
+        return [int(self.use_batching), int(self.use_zstd), self.compression_level, int(self.use_2pc)]
 
     def _warn_no_2pc(self) -> None:
         metrics.increment("statebag_2pc_unavailable_total")
@@ -601,11 +655,14 @@ class StateHydrator:
         write = PackWrite(key, sha256_hex(encoded.data), len(encoded.data), (frame,), kind="object")
         return write, encoded.data
 
-    def _upload(self, batch: _Batch, owner_id: str) -> None:
+    def _upload(self, batch: _Batch, owner_id: str, targets: Mapping[str, Any] | None = None) -> None:
         if self._dictionary is not None and batch.writes and self.use_batching:
             self._save_dictionary()
         for write, data, blobs in batch.items:
-            self.store.put(write.key, data)
+            if targets and write.key in targets:
+                self.manifest_store.upload(targets[write.key], data)  # type: ignore[union-attr]
+            else:
+                self.store.put(write.key, data)
             for blob in blobs:
                 assert blob.ref is not None
                 self.cache.put(blob.digest, blob.raw)

@@ -99,6 +99,9 @@ class Prepared:
     txn_id: str
     expires_at: float  # seconds since the epoch
     committed: ManifestRecord | None = None  # set when this idempotency key already committed
+    # Where to upload each object instead of the caller's own store (object key -> target with
+    # method, url and headers), when the manifest service hands out upload URLs.
+    uploads: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 class TwoPhaseManifestStore(ManifestStore, Protocol):

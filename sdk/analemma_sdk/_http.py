@@ -1,4 +1,4 @@
-"""One HTTP GET with a total deadline.
+"""One HTTP request with a total deadline, for the flag client and the HTTP manifest store.
 
 Socket timeouts bound each read, not the request: a server that trickles a byte every second
 would hold a plain ``urllib`` call for as long as it likes. Here every read gets only the
@@ -91,6 +91,19 @@ def _connection(url: urllib.parse.SplitResult, deadline: float) -> http.client.H
 
 def get(url: str, headers: Mapping[str, str], *, timeout: float, max_bytes: int) -> Response:
     """GET ``url``; raises FetchError for anything short of a complete response in time."""
+    return request("GET", url, headers, timeout=timeout, max_bytes=max_bytes)
+
+
+def request(
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes | None = None,
+    *,
+    timeout: float,
+    max_bytes: int,
+) -> Response:
+    """One request; raises FetchError for anything short of a complete response in time."""
     deadline = time.monotonic() + timeout
     parts = urllib.parse.urlsplit(url)
     path = parts.path or "/"
@@ -99,7 +112,7 @@ def get(url: str, headers: Mapping[str, str], *, timeout: float, max_bytes: int)
     conn = None
     try:
         conn = _connection(parts, deadline)
-        conn.request("GET", path, headers={**headers, "Connection": "close"})
+        conn.request(method, path, body=body, headers={**headers, "Connection": "close"})
         response = conn.getresponse()
         length = response.getheader("Content-Length")
         if length is not None and length.isdigit() and int(length) > max_bytes:

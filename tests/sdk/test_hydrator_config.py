@@ -1,0 +1,138 @@
+"""get_hydrator from flags: precedence of arguments, environment, the execution's recorded
+configuration and the flag set; safe fallback when flags or zstandard are missing."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+
+from analemma_sdk import FlagClient
+from analemma_sdk.statebag import LocalFolderStore, get_hydrator, metrics
+from analemma_sdk.statebag.config import resolve_config, unit_from_event
+
+from .flag_server import document, flag
+
+ENV = ("USE_BATCHING", "USE_ZSTD", "ZSTD_LEVEL", "USE_2PC")
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for name in ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def store(tmp_path):
+    return LocalFolderStore(tmp_path / "blobs")
+
+
+def flags_with(revision=5, **states):
+    snapshot = {"document": document(revision, **states), "fetched_at": time.time()}
+    return FlagClient(
+        "http://127.0.0.1:9", "ask_prod_" + "k" * 43, cache_path=None, ttl=3600, bootstrap=snapshot
+    )
+
+
+ALL_ON = {
+    "use_batching": flag(),
+    "use_zstd": flag(),
+    "zstd_level": flag(kind="number", default=3, value=9),
+    "use_2pc": flag(enabled=False),
+}
+
+
+def test_flags__configure_the_hydrator_for_the_unit(store):
+    hydrator = get_hydrator(flags=flags_with(**ALL_ON), unit="exec-1", store=store)
+    assert (hydrator.use_batching, hydrator.use_zstd, hydrator.compression_level, hydrator.use_2pc) == (
+        True,
+        True,
+        9,
+        False,
+    )
+    config = resolve_config(flags=flags_with(**ALL_ON), unit="exec-1")
+    assert (config.sources["use_batching"], config.flags_revision) == ("flags", 5)
+
+
+def test_flags__percentage__units_split_and_each_keeps_its_answer(store):
+    flags = flags_with(use_batching=flag(percentage=50.0))
+    modes = {
+        unit: get_hydrator(flags=flags, unit=unit, store=store).use_batching for unit in map(str, range(200))
+    }
+    assert set(modes.values()) == {True, False}
+    assert all(get_hydrator(flags=flags, unit=u, store=store).use_batching == m for u, m in modes.items())
+
+
+def test_env__overrides_the_flag_set(monkeypatch, store):
+    monkeypatch.setenv("USE_BATCHING", "false")
+    monkeypatch.setenv("ZSTD_LEVEL", "5")
+    hydrator = get_hydrator(flags=flags_with(**ALL_ON), unit="exec-1", store=store)
+    assert (hydrator.use_batching, hydrator.compression_level) == (False, 5)
+    sources = resolve_config(flags=flags_with(**ALL_ON), unit="exec-1").sources
+    assert (sources["use_batching"], sources["use_zstd"]) == ("env", "flags")
+
+
+def test_argument__overrides_the_environment(monkeypatch, store):
+    monkeypatch.setenv("USE_BATCHING", "false")
+    assert get_hydrator(use_batching=True, flags=flags_with(), unit="u", store=store).use_batching is True
+
+
+def test_event__execution_keeps_its_configuration_while_the_rollout_moves(store):
+    state = {"notes": "x" * 5000}
+    ramped = flags_with(**ALL_ON)
+    first = get_hydrator(flags=ramped, event={"execution_id": "exec-9"}, store=store)
+    payload = first.dehydrate(state, owner_id="acme", workflow_id="wf", execution_id="exec-9")
+    killed = flags_with(revision=6, use_batching=flag(enabled=False), use_zstd=flag(enabled=False))
+    later = get_hydrator(flags=killed, event={"state_data": payload}, store=store)
+    assert later is first  # same configuration, same hydrator (and its warm cache)
+    assert resolve_config(flags=killed, event={"state_data": payload}).sources["use_batching"] == "execution"
+    fresh = get_hydrator(flags=killed, event={"execution_id": "exec-10"}, store=store)
+    assert fresh.use_batching is False
+
+
+def test_event__environment_override_still_wins_over_the_recorded_configuration(monkeypatch, store):
+    hydrator = get_hydrator(flags=flags_with(**ALL_ON), unit="exec-3", store=store)
+    payload = hydrator.dehydrate({"a": "b" * 3000}, owner_id="acme", workflow_id="wf", execution_id="exec-3")
+    monkeypatch.setenv("USE_BATCHING", "0")
+    assert get_hydrator(flags=flags_with(**ALL_ON), event=payload, store=store).use_batching is False
+
+
+def test_unit_from_event__three_shapes():
+    assert unit_from_event({"execution_id": "a"}) == "a"
+    assert unit_from_event({"state_data": {"executionId": "b"}}) == "b"
+    assert unit_from_event({"state_data": {"bag": {"__statebag__": {"execution": "c"}}}}) == "c"
+    assert unit_from_event({"nothing": 1}) is None
+
+
+def test_unreachable_flag_server__legacy_path(store):
+    client = FlagClient("http://127.0.0.1:9", "ask_prod_" + "k" * 43, cache_path=None, timeout=0.2)
+    hydrator = get_hydrator(flags=client, unit="exec-1", store=store)
+    assert hydrator.mode == "legacy"
+
+
+def test_broken_flags_object__legacy_path_with_metric(store):
+    class Broken:
+        def bool(self, *args, **kwargs):
+            raise RuntimeError("boom")
+
+    before = metrics.counters["statebag_flags_unavailable_total"]
+    assert get_hydrator(flags=Broken(), unit="u", store=store).mode == "legacy"
+    assert metrics.counters["statebag_flags_unavailable_total"] == before + 1
+
+
+def test_zstandard_missing__legacy_path_with_warning_and_metric(monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "zstandard", None)  # as if it were not installed
+    before = metrics.counters["statebag_zstd_unavailable_total"]
+    config = resolve_config(flags=flags_with(**ALL_ON), unit="exec-1")
+    assert (config.use_batching, config.use_zstd, config.sources["use_zstd"]) == (False, False, "fallback")
+    assert metrics.counters["statebag_zstd_unavailable_total"] == before + 1
+    assert "zstandard" in caplog.text
+
+
+def test_invalid_environment_value__ignored_with_a_warning(monkeypatch, caplog):
+    monkeypatch.setenv("USE_ZSTD", "perhaps")
+    monkeypatch.setenv("ZSTD_LEVEL", "99")
+    config = resolve_config()
+    assert (config.use_zstd, config.zstd_level) == (False, 3)
+    assert "USE_ZSTD" in caplog.text and "ZSTD_LEVEL" in caplog.text

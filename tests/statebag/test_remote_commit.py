@@ -1,0 +1,209 @@
+"""The two-phase commit over HTTP: the SDK's HttpManifestStore against the real service on
+loopback, with write keys scoped to an owner and uploads checked before commit."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+
+from analemma_sdk.statebag import LocalFolderStore, StateHydrator, metrics
+from analemma_sdk.statebag.errors import (
+    ManifestServiceUnavailableError,
+    UploadRejectedError,
+    WriteKeyRejectedError,
+)
+from analemma_sdk.statebag.http_store import HttpManifestStore
+from analemma_sdk.statebag.manifests import PrepareRequest
+from statebag.models import CommitTransaction, Manifest, Pack
+from statebag.services.stores import statebag_store
+from statebag.services.write_keys import write_key_create, write_key_revoke
+
+pytestmark = pytest.mark.django_db(transaction=True)
+STATE = {"messages": [{"text": f"turn {i} " * 400} for i in range(12)], "status": "open"}
+
+
+@pytest.fixture
+def service_root(settings, tmp_path):
+    root = tmp_path / "service-blobs"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "statebag": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(root)},
+        },
+    }
+    statebag_store.cache_clear()
+    yield root
+    statebag_store.cache_clear()
+
+
+@pytest.fixture
+def acme_key():
+    return write_key_create(owner_id="acme", actor="ops")
+
+
+def lambda_hydrator(live_server, raw_key, store, **options):
+    return StateHydrator(
+        use_batching=True,
+        use_2pc=True,
+        store=store,
+        manifest_store=HttpManifestStore(live_server.url, raw_key, timeout=5, **options),
+    )
+
+
+def test_direct_upload__committed_through_the_api__hydrates_and_chains(live_server, service_root, acme_key):
+    _, raw = acme_key
+    hydrator = lambda_hydrator(live_server, raw, LocalFolderStore(service_root))
+    first = hydrator.dehydrate_result(STATE, owner_id="acme", workflow_id="wf", execution_id="e1")
+    bag = hydrator.hydrate(first.payload)
+    bag["status"] = "closed"
+    second = hydrator.dehydrate_result(
+        bag,
+        owner_id="acme",
+        workflow_id="wf",
+        execution_id="e1",
+    )
+    assert (first.version, second.version) == (1, 2)
+    head = Manifest.objects.get(hash=second.manifest)
+    assert head.committed_via == "2pc" and head.parent_links.get().parent.hash == first.manifest
+    assert hydrator.hydrate(second.payload).to_dict() == {**STATE, "status": "closed"}
+    assert not Pack.objects.exclude(state=Pack.State.LIVE).exists()
+
+
+def test_presigned_upload__through_the_service_endpoint(live_server, service_root, tmp_path, acme_key):
+    _, raw = acme_key
+    read_only_elsewhere = LocalFolderStore(tmp_path / "lambda-never-writes-here")
+    hydrator = lambda_hydrator(live_server, raw, read_only_elsewhere, upload="presigned")
+    result = hydrator.dehydrate_result(STATE, owner_id="acme", workflow_id="wf", execution_id="e2")
+    assert result.version == 1
+    assert not list((tmp_path / "lambda-never-writes-here").rglob("*.asbp"))  # all went to the URLs
+    reader = StateHydrator(use_batching=True, store=LocalFolderStore(service_root))
+    assert reader.hydrate(result.payload).to_dict() == STATE
+
+
+@pytest.mark.s3
+def test_presigned_upload__s3__objects_land_in_the_bucket(
+    live_server, settings, s3_endpoint, s3_bucket, s3_client, acme_key, tmp_path
+):
+    from analemma_sdk.statebag.s3 import S3Store
+
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "statebag": {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": s3_bucket,
+                "location": "svc",
+                "endpoint_url": s3_endpoint,
+                "region_name": "us-east-1",
+                "access_key": "testing",
+                "secret_key": "testing",
+            },
+        },
+    }
+    statebag_store.cache_clear()
+    try:
+        _, raw = acme_key
+        hydrator = lambda_hydrator(
+            live_server, raw, LocalFolderStore(tmp_path / "unused"), upload="presigned"
+        )
+        result = hydrator.dehydrate_result(STATE, owner_id="acme", workflow_id="wf", execution_id="e3")
+        keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket)["Contents"]]
+        assert keys and all(k.startswith("svc/o/acme/p/") for k in keys)
+        reader = StateHydrator(use_batching=True, store=S3Store(s3_bucket, "svc", client=s3_client))
+        assert reader.hydrate(result.payload).to_dict() == STATE
+    finally:
+        statebag_store.cache_clear()
+
+
+class TamperingStore(LocalFolderStore):
+    """Writes something other than what the hydrator declared."""
+
+    def put(self, key: str, data: bytes) -> None:
+        super().put(key, data[:-1] + bytes([data[-1] ^ 1]))
+
+
+class ForgetfulStore(LocalFolderStore):
+    def put(self, key: str, data: bytes) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    "store_class, problem", [(TamperingStore, "sha256"), (ForgetfulStore, "not uploaded")]
+)
+def test_commit__uploads_missing_or_altered__refused_nothing_committed(
+    live_server, service_root, acme_key, store_class, problem
+):
+    _, raw = acme_key
+    hydrator = lambda_hydrator(live_server, raw, store_class(service_root))
+    with pytest.raises(UploadRejectedError, match=problem):
+        hydrator.dehydrate_result(STATE, owner_id="acme", workflow_id="wf", execution_id="e4")
+    assert not Manifest.objects.exists()
+    assert CommitTransaction.objects.get().state == CommitTransaction.State.PREPARED  # the reaper's
+
+
+def test_owner_scope__key_cannot_prepare_commit_or_read_for_another_owner(
+    live_server, service_root, acme_key
+):
+    _, acme = acme_key
+    _, globex = write_key_create(owner_id="globex", actor="ops")
+    result = lambda_hydrator(live_server, acme, LocalFolderStore(service_root)).dehydrate_result(
+        STATE, owner_id="acme", workflow_id="wf", execution_id="e5"
+    )
+    intruder = HttpManifestStore(live_server.url, globex, timeout=5)
+    with pytest.raises(WriteKeyRejectedError):
+        intruder.prepare(PrepareRequest("acme", "wf", "e5", (), (), ()))
+    with pytest.raises(LookupError):
+        intruder.manifest("e5")
+    txn = CommitTransaction.objects.get()
+    with pytest.raises(Exception, match="no transaction"):
+        intruder.commit(str(txn.pk), {}, {})
+    assert HttpManifestStore(live_server.url, acme, timeout=5).manifest("e5")["hash"] == result.manifest
+
+
+def test_owner_scope__packs_outside_the_owner_prefix__refused(live_server, service_root, acme_key):
+    _, raw = acme_key
+    body = {
+        "owner_id": "acme",
+        "workflow_id": "wf",
+        "execution_id": "e6",
+        "packs": [{"key": "o/globex/p/aa/x.asbp", "digest": "a" * 64, "size": 10, "frames": [{}]}],
+    }
+    request = urllib.request.Request(
+        f"{live_server.url}/api/v1/statebag/transactions",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {raw}", "Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert refused.value.code == 400 and b"outside owner acme" in refused.value.read()
+
+
+@pytest.mark.parametrize("key", ["revoked", "wrong", "missing"])
+def test_bad_write_key__401_typed_error(live_server, service_root, acme_key, key):
+    row, raw = acme_key
+    if key == "revoked":
+        write_key_revoke(key=row, actor="ops")
+    presented = {"revoked": raw, "wrong": "awk_" + "x" * 43, "missing": ""}[key]
+    with pytest.raises(WriteKeyRejectedError):
+        HttpManifestStore(live_server.url, presented, timeout=5).manifest("e1")
+
+
+def test_write_key__stored_hashed_only(acme_key):
+    row, raw = acme_key
+    assert raw not in (row.key_hash, row.prefix) and len(row.key_hash) == 64 and raw.startswith(row.prefix)
+
+
+def test_service_unreachable__degrades_to_legacy_with_metric_and_hydrates(tmp_path):
+    before = metrics.counters["statebag_degraded_to_legacy_total"]
+    store = LocalFolderStore(tmp_path / "blobs")
+    down = HttpManifestStore("http://127.0.0.1:9", "awk_x", timeout=0.5)
+    hydrator = StateHydrator(use_batching=True, use_2pc=True, store=store, manifest_store=down)
+    result = hydrator.dehydrate_result(STATE, owner_id="acme", workflow_id="wf", execution_id="e7")
+    assert result.payload["__statebag__"]["degraded"] is True and result.manifest is None
+    assert metrics.counters["statebag_degraded_to_legacy_total"] == before + 1
+    assert StateHydrator(store=store).hydrate(result.payload).to_dict() == STATE
+    with pytest.raises(ManifestServiceUnavailableError):
+        down.manifest("e7")  # the store itself reports the typed error
