@@ -12,11 +12,12 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
-from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
+
+from analemma.admin_keys import OneTimeKeyAdmin
 
 from . import plans, services
 from .models import AuditEntry, Environment, Flag, FlagState, Revision, RolloutPlan, RolloutStep, SdkKey
@@ -55,59 +56,20 @@ class SdkKeyCreateForm(forms.Form):
 
 
 @admin.register(SdkKey)
-class SdkKeyAdmin(NoAddDeleteMixin, admin.ModelAdmin):
+class SdkKeyAdmin(OneTimeKeyAdmin):
     list_display = ("prefix", "environment", "name", "created_by", "created_at", "last_used_at", "revoked_at")
     list_filter = ("environment", "revoked_at")
-    readonly_fields = (
-        "environment",
-        "name",
-        "prefix",
-        "created_by",
-        "created_at",
-        "last_used_at",
-        "revoked_at",
-    )
-    exclude = ("key_hash",)
-    actions = ["revoke"]
+    create_form = SdkKeyCreateForm
+    key_element_id = "sdk-key"
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return request.user.has_perm("rollout.add_sdkkey")
+    def create_key(self, request: HttpRequest, data: dict[str, Any]) -> str:
+        _, raw = services.sdk_key_create(
+            environment=data["environment"], actor=_actor(request), name=data["name"]
+        )
+        return raw
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> HttpResponse:
-        """Create a key and show it on this page only: it is not stored, logged or put in a message."""
-        if not self.has_add_permission(request):
-            raise PermissionDenied
-        form = SdkKeyCreateForm(request.POST or None)
-        raw = None
-        if request.method == "POST" and form.is_valid():
-            key, raw = services.sdk_key_create(
-                environment=form.cleaned_data["environment"],
-                actor=_actor(request),
-                name=form.cleaned_data["name"],
-            )
-        context = {
-            **self.admin_site.each_context(request),
-            "form": form,
-            "raw_key": raw,
-            "opts": self.model._meta,
-            "title": _("Create SDK key"),
-        }
-        response = TemplateResponse(request, "admin/rollout/sdkkey_create.html", context)
-        response["Cache-Control"] = "no-store"
-        return response
-
-    @admin.action(description=_("Revoke selected SDK keys"), permissions=["revoke"])
-    def revoke(self, request: HttpRequest, queryset: QuerySet[SdkKey]) -> None:
-        keys = list(queryset.filter(revoked_at__isnull=True))
-        for key in keys:
-            services.sdk_key_revoke(key=key, actor=_actor(request))
-        self.message_user(request, ngettext("%d key revoked.", "%d keys revoked.", len(keys)) % len(keys))
-
-    def has_revoke_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("rollout.delete_sdkkey")
+    def revoke_key(self, key: SdkKey, actor: str) -> None:
+        services.sdk_key_revoke(key=key, actor=actor)
 
 
 class FlagStateForm(forms.ModelForm):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -13,6 +14,8 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
+
+from analemma.admin_keys import OneTimeKeyAdmin
 
 from .models import (
     Blob,
@@ -25,8 +28,10 @@ from .models import (
     ManifestEntry,
     Pack,
     Pin,
+    WriteKey,
 )
 from .services import manifest_chain
+from .services.write_keys import write_key_create, write_key_revoke
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -311,3 +316,28 @@ class CompressionDictionaryAdmin(ReadOnlyAdmin):
     list_display = ("workflow_id", "dict_id", "size", "samples", "sample_bytes", "active", "created_at")
     list_filter = ("active",)
     search_fields = ("workflow_id", "dict_id")
+
+
+class WriteKeyCreateForm(forms.Form):
+    owner_id = forms.RegexField(
+        regex=r"^[A-Za-z0-9._-]{1,128}$", help_text=_("The owner this key commits for.")
+    )
+    name = forms.CharField(required=False, max_length=128)
+
+
+@admin.register(WriteKey)
+class WriteKeyAdmin(OneTimeKeyAdmin):
+    list_display = ("prefix", "owner_id", "name", "created_by", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("revoked_at",)
+    search_fields = ("owner_id", "prefix", "name")
+    create_form = WriteKeyCreateForm
+    key_element_id = "write-key"
+
+    def create_key(self, request: HttpRequest, data: dict[str, Any]) -> str:
+        _, raw = write_key_create(
+            owner_id=data["owner_id"], actor=request.user.get_username(), name=data["name"]
+        )
+        return raw
+
+    def revoke_key(self, key: WriteKey, actor: str) -> None:
+        write_key_revoke(key=key, actor=actor)

@@ -43,7 +43,7 @@ WSGI_APPLICATION = "analemma.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "analemma" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
