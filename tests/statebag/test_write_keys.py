@@ -28,7 +28,7 @@ def test_command__create_prints_the_key_once_and_it_authenticates_for_its_owner(
 def test_admin__create_page_shows_the_key_once_never_cached(admin_client):
     response = admin_client.post(reverse("admin:statebag_writekey_add"), {"owner_id": "acme", "name": "etl"})
     raw = response.content.decode().split('<code id="write-key">')[1].split("</code>")[0]
-    assert response["Cache-Control"] == "no-store"
+    assert "no-store" in response["Cache-Control"]
     key = WriteKey.objects.get()
     assert key.key_hash != raw and raw.startswith(key.prefix) and write_key_owner(raw) == "acme"
     listing = admin_client.get(reverse("admin:statebag_writekey_changelist")).content.decode()
