@@ -69,10 +69,15 @@ class _DeadlineSocket:
         return io.BufferedReader(_DeadlineReader(self._sock, self._deadline))
 
     def close(self) -> None:
-        self._sock.close()
+        # http.client closes the connection as soon as it sees "Connection: close", before
+        # the body is read; a real socket's makefile() keeps the descriptor open for the
+        # reader, and so do we: request() closes the socket once the body is in.
+        pass
 
 
-def _connection(url: urllib.parse.SplitResult, deadline: float) -> http.client.HTTPConnection:
+def _connection(
+    url: urllib.parse.SplitResult, deadline: float
+) -> tuple[http.client.HTTPConnection, socket.socket]:
     timeout = max(deadline - time.monotonic(), 0.001)
     if url.scheme == "https":
         import ssl  # noqa: PLC0415 - only for https URLs
@@ -85,8 +90,9 @@ def _connection(url: urllib.parse.SplitResult, deadline: float) -> http.client.H
     else:
         raise FetchError(f"unsupported URL scheme {url.scheme!r}")
     conn.connect()
-    conn.sock = _DeadlineSocket(conn.sock, deadline)  # type: ignore[assignment]
-    return conn
+    sock = conn.sock
+    conn.sock = _DeadlineSocket(sock, deadline)  # type: ignore[assignment]
+    return conn, sock
 
 
 def get(url: str, headers: Mapping[str, str], *, timeout: float, max_bytes: int) -> Response:
@@ -109,9 +115,9 @@ def request(
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    conn = None
+    conn = sock = None
     try:
-        conn = _connection(parts, deadline)
+        conn, sock = _connection(parts, deadline)
         conn.request(method, path, body=body, headers={**headers, "Connection": "close"})
         response = conn.getresponse()
         length = response.getheader("Content-Length")
@@ -132,3 +138,5 @@ def request(
     finally:
         if conn is not None:
             conn.close()
+        if sock is not None:
+            sock.close()

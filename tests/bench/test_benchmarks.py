@@ -62,3 +62,17 @@ def test_compression__disjoint_split__dictionary_keeps_at_most_11_percent(corpus
     assert set(kept) == {"gzip-6", "zstd-3", "zstd-19", "zstd-3-dict"}
     assert kept["zstd-3-dict"] <= 0.11
     assert kept["zstd-3-dict"] < kept["zstd-3"]
+
+
+def test_flag_eval__25_percent_rollout__fraction_within_a_point_of_a_quarter():
+    report = run_bench("flag_eval.py", "--units", "20000", "--rounds", "2")
+    assert set(report) == {"ns_per_eval", "fraction_on"}
+    assert abs(report["fraction_on"] - 0.25) <= 0.01
+    assert report["ns_per_eval"] > 0
+
+
+def test_sdk_coldstart__first_evaluation_comes_from_the_file_cache():
+    # Each timed run asserts its evaluation came from the warm file cache (the server is gone).
+    report = run_bench("sdk_coldstart.py", "--runs", "2")
+    assert set(report) == {"python_ms", "import_ms", "first_eval_ms"}
+    assert report["python_ms"] > 0

@@ -39,7 +39,8 @@ def body_and_etag(doc: dict[str, Any]) -> tuple[bytes, str]:
 
 class FlagServer:
     """``mode`` picks the behaviour: ok, 500, 401, garbage, wrong_etag, huge, huge_chunked,
-    truncated, slow (sleeps ``delay`` before answering), trickle (a byte every ``delay``)."""
+    truncated, split (body sent after the headers), slow (sleeps ``delay`` before answering),
+    trickle (a byte every ``delay``)."""
 
     def __init__(self, doc: dict[str, Any]) -> None:
         self.doc = doc
@@ -108,6 +109,19 @@ class FlagServer:
         handler.send_header("ETag", etag)
         handler.end_headers()
         handler.wfile.write(body[: len(body) // 2])
+        handler.close_connection = True
+
+    def _split(self, handler: Any, body: bytes, etag: str) -> None:
+        """Headers first, the body a moment later: a client reading the body from a socket it
+        already closed sees EBADF here."""
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.send_header("ETag", etag)
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        handler.wfile.flush()
+        time.sleep(0.05)
+        handler.wfile.write(body)
         handler.close_connection = True
 
     def _trickle(self, handler: Any, body: bytes, etag: str) -> None:

@@ -78,6 +78,13 @@ def test_refresh__new_revision__served_after_ttl(server, make_client):
     assert (details.value, details.reason, details.revision) == (False, "off", 2)
 
 
+def test_body_arriving_after_the_headers__read_completely(server, make_client):
+    server.mode = "split"  # Connection: close, body in a later segment
+    client = make_client(server.url, timeout=2)
+    assert client.string("checkout", default="x") == "new"
+    assert client.status.state == "ready"
+
+
 def test_server_down__no_document__code_defaults_with_error_reason(make_client):
     client = make_client(dead_url())
     assert client.bool("use_batching", default=True) is True
