@@ -7,7 +7,6 @@ Hydrators with different configurations share one store (and so one set of clien
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 import threading
@@ -15,8 +14,6 @@ from typing import Any
 
 from .config import resolve_config
 from .stores import BlobStore, LocalFolderStore
-
-logger = logging.getLogger("analemma_sdk.statebag")
 
 _lock = threading.Lock()
 _hydrators: dict[tuple[Any, ...], Any] = {}
