@@ -86,6 +86,9 @@ class FlagServer:
         garbage = b"<html>gateway says hello</html>"
         self.send(handler, 200, garbage, {"ETag": f'"{hashlib.sha256(garbage).hexdigest()[:40]}"'})
 
+    def _bogus_304(self, handler: Any, body: bytes, etag: str) -> None:
+        self.send(handler, 304, b"", {"ETag": '"not-what-you-sent"'})
+
     def _wrong_etag(self, handler: Any, body: bytes, etag: str) -> None:
         self.send(handler, 200, body, {"ETag": '"0000"'})
 

@@ -152,13 +152,19 @@ def test_document_for_another_environment__refused(server, make_client):
     assert "environment 'dev'" in client.status.error
 
 
-def test_304_for_a_document_never_held__is_an_error(server, make_client, tmp_path):
+def test_304_with_another_etag__not_taken_as_confirmation(server, make_client):
     client = make_client(server.url, ttl=0.05)
     client.bool("use_batching")
-    server.doc = document(3, use_batching=flag(enabled=False))
-    server.mode = "wrong_etag"  # the body no longer matches what the ETag says
+    server.mode = "bogus_304"
     time.sleep(0.1)
     assert client.bool_details("use_batching").reason == "stale"
+    assert "304" in client.status.error
+
+
+def test_304_for_a_document_never_held__is_an_error(server, make_client):
+    server.mode = "bogus_304"
+    client = make_client(server.url)
+    assert client.bool_details("use_batching").error == "PROVIDER_NOT_READY"
 
 
 def test_file_cache__second_client__evaluates_without_network(server, make_client):
