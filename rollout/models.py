@@ -7,6 +7,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.db.models import Q
 
+from analemma.secret_keys import SecretKey
+
 slug = RegexValidator(
     r"^[a-z0-9][a-z0-9_.-]{0,63}$", "lowercase letters, digits, _ . - (start with a letter or digit)"
 )
@@ -24,20 +26,12 @@ class Environment(models.Model):
         return self.key
 
 
-class SdkKey(models.Model):
+class SdkKey(SecretKey):
     """Read-only key for one environment. Only a hash is stored; the key is shown once."""
 
     environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="sdk_keys")
-    name = models.CharField(max_length=128, blank=True, default="")
-    prefix = models.CharField(max_length=24, help_text="The first characters, to recognise a key.")
-    key_hash = models.CharField(max_length=64, unique=True, help_text="sha256 of the key.")
-    created_by = models.CharField(max_length=150, blank=True, default="")
-    created_at = models.DateTimeField(auto_now_add=True)
-    last_used_at = models.DateTimeField(null=True, blank=True)
-    revoked_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-created_at"]
+    class Meta(SecretKey.Meta):
         verbose_name = "SDK key"
 
     def __str__(self) -> str:

@@ -3,7 +3,6 @@ kill switch, SDK keys — each recorded in the audit log and published after com
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import time
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -13,6 +12,7 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
+from analemma.secret_keys import hash_key
 from analemma_sdk.bucketing import TOTAL_WEIGHT
 
 from . import documents
@@ -242,10 +242,6 @@ def revision_rollback(*, environment: Environment, number: int, actor: str, reas
 
 
 # SDK keys ----------------------------------------------------------------------------------
-def _hash_key(raw: str) -> str:
-    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
-
-
 def _key_cache(key_hash: str) -> str:
     return f"rollout:sdkkey:{key_hash}"
 
@@ -258,7 +254,7 @@ def sdk_key_create(*, environment: Environment, actor: str, name: str = "") -> t
             environment=environment,
             name=name,
             prefix=raw[: len(KEY_PREFIX) + len(environment.key) + 8],
-            key_hash=_hash_key(raw),
+            key_hash=hash_key(raw),
             created_by=actor,
         )
         audit(action="sdk_key.create", actor=actor, target=key.prefix, environment=environment, name=name)
@@ -285,13 +281,13 @@ def bearer_key(authorization: str) -> str | None:
 def sdk_key_environment_cached(raw: str) -> str | None:
     """The environment of a key the cache already knows as valid; None otherwise (unknown,
     revoked, or simply not cached yet)."""
-    return cache.get(_key_cache(_hash_key(raw))) or None
+    return cache.get(_key_cache(hash_key(raw))) or None
 
 
 def sdk_key_environment(raw: str) -> str | None:
     """The environment a presented key reads, or None. Answers from the cache when it can:
     the flag-set endpoint must not touch the database on its hot path."""
-    key_hash = _hash_key(raw)
+    key_hash = hash_key(raw)
     cached = cache.get(_key_cache(key_hash))
     if cached is not None:
         return cached or None
@@ -315,7 +311,7 @@ NOTE_USE_EVERY = 60.0
 def sdk_key_note_use(raw: str) -> None:
     """Remember when a key was last used, in the cache, at most once a minute per process (the
     endpoint's hot path stays free of writes); a periodic task copies it to the database."""
-    key_hash = _hash_key(raw)
+    key_hash = hash_key(raw)
     now = time.monotonic()
     if now - _noted.get(key_hash, -NOTE_USE_EVERY) < NOTE_USE_EVERY:
         return

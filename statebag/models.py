@@ -9,6 +9,8 @@ import uuid
 from django.db import models
 from django.db.models import Q
 
+from analemma.secret_keys import SecretKey
+
 
 class Execution(models.Model):
     class Status(models.TextChoices):
@@ -322,21 +324,11 @@ class CompressionDictionary(models.Model):
         return f"{self.workflow_id} {self.dict_id[:12]}"
 
 
-class WriteKey(models.Model):
+class WriteKey(SecretKey):
     """Lets a Lambda run statebag commits for one owner through the API. Only a hash is
     stored; the key is shown once."""
 
     owner_id = models.CharField(max_length=128, db_index=True)
-    name = models.CharField(max_length=128, blank=True, default="")
-    prefix = models.CharField(max_length=24, help_text="The first characters, to recognise a key.")
-    key_hash = models.CharField(max_length=64, unique=True, help_text="sha256 of the key.")
-    created_by = models.CharField(max_length=150, blank=True, default="")
-    created_at = models.DateTimeField(auto_now_add=True)
-    last_used_at = models.DateTimeField(null=True, blank=True)
-    revoked_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.owner_id})"

@@ -87,6 +87,37 @@ def s3_bucket(s3_client: Any) -> str:
 
 
 @pytest.fixture
+def statebag_storage(settings: Any) -> Iterator[Any]:
+    """Points the service's "statebag" storage elsewhere for one test: ``use(folder=path)``
+    for a local folder, ``use(bucket=..., endpoint=...)`` for S3 (moto's keys)."""
+    from statebag.services.stores import statebag_store
+
+    def use(*, folder: Path | None = None, bucket: str = "", endpoint: str = "") -> None:
+        if folder is not None:
+            backend = {
+                "BACKEND": "django.core.files.storage.FileSystemStorage",
+                "OPTIONS": {"location": str(folder)},
+            }
+        else:
+            backend = {
+                "BACKEND": "storages.backends.s3.S3Storage",
+                "OPTIONS": {
+                    "bucket_name": bucket,
+                    "location": "svc",
+                    "endpoint_url": endpoint,
+                    "region_name": "us-east-1",
+                    "access_key": "testing",
+                    "secret_key": "testing",  # noqa: S106 - moto accepts any key
+                },
+            }
+        settings.STORAGES = {**settings.STORAGES, "statebag": backend}
+        statebag_store.cache_clear()
+
+    yield use
+    statebag_store.cache_clear()
+
+
+@pytest.fixture
 def local_store(tmp_path: Path) -> LocalFolderStore:
     return LocalFolderStore(tmp_path / "store")
 

@@ -5,7 +5,6 @@ path writes to the database anyway, so there is no cache to keep coherent on rev
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 from datetime import timedelta
@@ -13,6 +12,7 @@ from datetime import timedelta
 from django.db import transaction
 from django.utils import timezone
 
+from analemma.secret_keys import hash_key
 from analemma_sdk.statebag.keys import validate_id
 
 from ..models import WriteKey
@@ -22,17 +22,13 @@ LAST_USED_EVERY = timedelta(minutes=1)
 logger = logging.getLogger("analemma.statebag.keys")
 
 
-def _hash(raw: str) -> str:
-    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
-
-
 def write_key_create(*, owner_id: str, actor: str, name: str = "") -> tuple[WriteKey, str]:
     """The key row and the key itself, which is never stored and cannot be shown again."""
     validate_id("owner id", owner_id)
     raw = f"{KEY_PREFIX}_{secrets.token_urlsafe(32)}"
     with transaction.atomic():
         key = WriteKey.objects.create(
-            owner_id=owner_id, name=name, prefix=raw[:12], key_hash=_hash(raw), created_by=actor
+            owner_id=owner_id, name=name, prefix=raw[:12], key_hash=hash_key(raw), created_by=actor
         )
         logger.info("write key %s created for owner %s by %s", key.prefix, owner_id, actor)
     return key, raw
@@ -48,7 +44,7 @@ def write_key_revoke(*, key: WriteKey, actor: str) -> None:
 
 def write_key_owner(raw: str) -> str | None:
     """The owner a presented key writes for, or None (unknown or revoked)."""
-    key = WriteKey.objects.filter(key_hash=_hash(raw), revoked_at__isnull=True).first()
+    key = WriteKey.objects.filter(key_hash=hash_key(raw), revoked_at__isnull=True).first()
     if key is None:
         return None
     now = timezone.now()

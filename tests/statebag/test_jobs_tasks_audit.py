@@ -24,19 +24,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
-def service_store(settings, tmp_path):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "statebag": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path / "svc")},
-        },
-    }
+def service_store(statebag_storage, settings, tmp_path):
+    statebag_storage(folder=tmp_path / "svc")
     settings.STATEBAG = {**settings.STATEBAG, "USE_2PC": True}
-    statebag_store.cache_clear()
     reset_service_hydrators()
     yield statebag_store()
-    statebag_store.cache_clear()
     reset_service_hydrators()
 
 

@@ -17,7 +17,6 @@ from analemma_sdk.statebag.errors import (
 from analemma_sdk.statebag.http_store import HttpManifestStore
 from analemma_sdk.statebag.manifests import PrepareRequest
 from statebag.models import CommitTransaction, Manifest, Pack
-from statebag.services.stores import statebag_store
 from statebag.services.write_keys import write_key_create, write_key_revoke
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -25,18 +24,9 @@ STATE = {"messages": [{"text": f"turn {i} " * 400} for i in range(12)], "status"
 
 
 @pytest.fixture
-def service_root(settings, tmp_path):
-    root = tmp_path / "service-blobs"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "statebag": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(root)},
-        },
-    }
-    statebag_store.cache_clear()
-    yield root
-    statebag_store.cache_clear()
+def service_root(statebag_storage, tmp_path):
+    statebag_storage(folder=tmp_path / "service-blobs")
+    return tmp_path / "service-blobs"
 
 
 @pytest.fixture
@@ -85,37 +75,18 @@ def test_presigned_upload__through_the_service_endpoint(live_server, service_roo
 
 @pytest.mark.s3
 def test_presigned_upload__s3__objects_land_in_the_bucket(
-    live_server, settings, s3_endpoint, s3_bucket, s3_client, acme_key, tmp_path
+    live_server, statebag_storage, s3_endpoint, s3_bucket, s3_client, acme_key, tmp_path
 ):
     from analemma_sdk.statebag.s3 import S3Store
 
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "statebag": {
-            "BACKEND": "storages.backends.s3.S3Storage",
-            "OPTIONS": {
-                "bucket_name": s3_bucket,
-                "location": "svc",
-                "endpoint_url": s3_endpoint,
-                "region_name": "us-east-1",
-                "access_key": "testing",
-                "secret_key": "testing",
-            },
-        },
-    }
-    statebag_store.cache_clear()
-    try:
-        _, raw = acme_key
-        hydrator = lambda_hydrator(
-            live_server, raw, LocalFolderStore(tmp_path / "unused"), upload="presigned"
-        )
-        result = hydrator.dehydrate_result(STATE, owner_id="acme", workflow_id="wf", execution_id="e3")
-        keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket)["Contents"]]
-        assert keys and all(k.startswith("svc/o/acme/p/") for k in keys)
-        reader = StateHydrator(use_batching=True, store=S3Store(s3_bucket, "svc", client=s3_client))
-        assert reader.hydrate(result.payload).to_dict() == STATE
-    finally:
-        statebag_store.cache_clear()
+    statebag_storage(bucket=s3_bucket, endpoint=s3_endpoint)
+    _, raw = acme_key
+    hydrator = lambda_hydrator(live_server, raw, LocalFolderStore(tmp_path / "unused"), upload="presigned")
+    result = hydrator.dehydrate_result(STATE, owner_id="acme", workflow_id="wf", execution_id="e3")
+    keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket)["Contents"]]
+    assert keys and all(k.startswith("svc/o/acme/p/") for k in keys)
+    reader = StateHydrator(use_batching=True, store=S3Store(s3_bucket, "svc", client=s3_client))
+    assert reader.hydrate(result.payload).to_dict() == STATE
 
 
 class TamperingStore(LocalFolderStore):

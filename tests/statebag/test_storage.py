@@ -6,36 +6,17 @@ from analemma_sdk.statebag.s3 import S3Store
 from statebag.services.stores import DjangoStorageStore, store_for_storage
 
 
-def test_store_for_storage__filesystem__local_folder_at_its_location(settings, tmp_path):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "statebag": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path / "blobs")},
-        },
-    }
+def test_store_for_storage__filesystem__local_folder_at_its_location(statebag_storage, tmp_path):
+    statebag_storage(folder=tmp_path / "blobs")
     store = store_for_storage(storages["statebag"])
     assert isinstance(store, LocalFolderStore) and store.root == (tmp_path / "blobs").resolve()
 
 
 @pytest.mark.s3
 def test_store_for_storage__s3_storage__engine_round_trips_through_django_storages(
-    settings, s3_endpoint, s3_bucket, s3_client
+    statebag_storage, s3_endpoint, s3_bucket, s3_client
 ):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "statebag": {
-            "BACKEND": "storages.backends.s3.S3Storage",
-            "OPTIONS": {
-                "bucket_name": s3_bucket,
-                "location": "svc",
-                "endpoint_url": s3_endpoint,
-                "region_name": "us-east-1",
-                "access_key": "testing",
-                "secret_key": "testing",
-            },
-        },
-    }
+    statebag_storage(bucket=s3_bucket, endpoint=s3_endpoint)
     storage = storages["statebag"]
     store = store_for_storage(storage)
     assert isinstance(store, S3Store) and store.prefix == "svc/"

@@ -90,23 +90,15 @@ def reset_producer_pool():
 
 
 @pytest.fixture
-def broker(redis_url, settings, tmp_path):
+def broker(redis_url, statebag_storage, tmp_path):
     store_root = tmp_path / "blobs"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "statebag": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(store_root)},
-        },
-    }
-    statebag_store.cache_clear()
+    statebag_storage(folder=store_root)
     saved = {key: celery_app.conf[key] for key in ("broker_url", "task_always_eager")}
     celery_app.conf.update(broker_url=redis_url, task_always_eager=False)
     reset_producer_pool()
     yield store_root
     celery_app.conf.update(saved)
     reset_producer_pool()
-    statebag_store.cache_clear()
 
 
 def test_worker_killed_mid_job__redelivered__commits_exactly_once(redis_url, broker):
