@@ -178,3 +178,72 @@ def test_service_unreachable__degrades_to_legacy_with_metric_and_hydrates(tmp_pa
     assert StateHydrator(store=store).hydrate(result.payload).to_dict() == STATE
     with pytest.raises(ManifestServiceUnavailableError):
         down.manifest("e7")  # the store itself reports the typed error
+
+
+LAMBDA = """
+import json, os, sys
+from analemma_sdk import FlagClient
+from analemma_sdk.statebag import get_hydrator
+
+flags = FlagClient(os.environ["ANALEMMA_URL"], os.environ["ANALEMMA_SDK_KEY"], cache_path=None)
+event = json.loads(sys.stdin.read())
+hydrator = get_hydrator(flags=flags, event=event)
+state = hydrator.hydrate(event)
+state["turns"] = state.get("turns", []) + ["answer " * 500]
+payload = hydrator.dehydrate(state, owner_id="acme", workflow_id="wf", execution_id=event["execution_id"])
+heavy = sorted({"django", "celery", "psycopg"} & set(sys.modules))
+print(json.dumps({"payload": payload, "mode": hydrator.mode, "2pc": hydrator.use_2pc, "heavy": heavy}))
+"""
+
+
+def test_lambda_process__flags_and_commits_over_http__no_django(live_server, service_root, acme_key):
+    """A separate Python process, as a Lambda: flags from the service turn batching and 2PC on,
+    the commit goes through the API with the write key, and Django never loads there."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from rollout import services as rollout_services
+    from rollout.models import Environment, Flag
+
+    prod = Environment.objects.get(key="prod")
+    for name in ("use_batching", "use_2pc"):
+        rollout_services.flag_state_update(
+            flag=Flag.objects.get(key=name),
+            environment=prod,
+            actor="ops",
+            enabled=True,
+            value=True,
+            percentage=100,
+        )
+    _, sdk_key = rollout_services.sdk_key_create(environment=prod, actor="ops")
+    sdk = Path(__file__).resolve().parents[2] / "sdk"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(sdk),
+        "ANALEMMA_URL": live_server.url,
+        "ANALEMMA_SDK_KEY": sdk_key,
+        "STATEBAG_SERVICE_URL": live_server.url,
+        "STATEBAG_WRITE_KEY": acme_key[1],
+        "STATEBAG_STORE_URL": f"file://{service_root}",
+    }
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    event = {"execution_id": "lambda-1", "question": "q " * 900}
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "-c", LAMBDA],
+            input=json.dumps(event),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        answer = json.loads(done.stdout)
+        assert (answer["mode"], answer["2pc"], answer["heavy"]) == ("batched", True, [])
+        event = {**answer["payload"], "execution_id": "lambda-1"}
+    head = Manifest.objects.filter(execution__execution_id="lambda-1").order_by("-version").first()
+    assert head.version == 2 and head.committed_via == "2pc"
+    bag = StateHydrator(use_batching=True, store=LocalFolderStore(service_root)).hydrate(event)
+    assert len(bag["turns"]) == 2
