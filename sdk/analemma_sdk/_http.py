@@ -75,15 +75,26 @@ class _DeadlineSocket:
         pass
 
 
+_context: Any = None
+
+
+def _ssl_context() -> Any:
+    """One verifying context per process: loading the CA bundle costs milliseconds."""
+    global _context
+    if _context is None:
+        import ssl  # noqa: PLC0415 - only for https URLs
+
+        _context = ssl.create_default_context()
+    return _context
+
+
 def _connection(
     url: urllib.parse.SplitResult, deadline: float
 ) -> tuple[http.client.HTTPConnection, socket.socket]:
     timeout = max(deadline - time.monotonic(), 0.001)
     if url.scheme == "https":
-        import ssl  # noqa: PLC0415 - only for https URLs
-
         conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-            url.hostname or "", url.port, timeout=timeout, context=ssl.create_default_context()
+            url.hostname or "", url.port, timeout=timeout, context=_ssl_context()
         )
     elif url.scheme == "http":
         conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=timeout)

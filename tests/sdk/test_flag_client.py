@@ -253,6 +253,13 @@ def test_threads__concurrent_evaluations_during_refresh__never_fail(server, make
     assert len(results) == 800
 
 
+@pytest.mark.parametrize("url, key", [(None, KEY), ("http://127.0.0.1:9", None), ("", "")])
+def test_missing_settings__client_still_built_and_serves_defaults(url, key):
+    client = FlagClient(url, key, cache_path=None, timeout=0.2)
+    assert client.bool("use_batching", default=True) is True
+    assert client.status.state in ("not_ready", "unauthorized") and client.status.error
+
+
 def test_environment_of__parses_the_key_format():
     assert _environment_of(KEY) == "prod"
     assert _environment_of("ask_pre_prod_" + "a_b" * 14 + "x") == "pre_prod"

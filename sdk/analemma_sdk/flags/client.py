@@ -129,6 +129,9 @@ class FlagClient:
     ) -> None:
         if not ttl > 0 or not timeout > 0:
             raise ValueError("ttl and timeout must be positive")
+        # A missing setting (os.environ.get -> None) must not stop the function from loading:
+        # the client then serves defaults and reports why.
+        base_url, sdk_key = str(base_url or ""), str(sdk_key or "")
         self.url = base_url.rstrip("/") + "/api/v1/flagset"
         self._key = sdk_key
         self.ttl = float(ttl)
