@@ -295,3 +295,57 @@ def test_warm_path__loads_nothing_it_does_not_need():
     )
     extra = {"typing", "logging", "threading", "random", "json", "hashlib", "http.client", "ssl", "socket"}
     assert loaded_after(code, HEAVY | extra) == set()
+
+
+@pytest.fixture
+def tls_server(server, tmp_path):
+    """The same server behind TLS, with a self-signed certificate for 127.0.0.1."""
+    import ssl
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.httpd.socket = context.wrap_socket(server.httpd.socket, server_side=True)
+    return server.url.replace("http://", "https://"), cert
+
+
+def test_https__untrusted_certificate__refused_and_defaults_served(tls_server, make_client):
+    url, _ = tls_server
+    client = make_client(url, timeout=2)
+    assert client.bool("use_batching", default=False) is False
+    assert "CERTIFICATE" in client.status.error.upper()
+
+
+def test_https__trusted_certificate__document_fetched(tls_server):
+    url, cert = tls_server
+    code = (
+        "import sys; from analemma_sdk import FlagClient;"
+        f"c = FlagClient({url!r}, {KEY!r}, cache_path=None, timeout=5);"
+        "print(c.string('checkout', default='x'), c.status.error)"
+    )
+    sdk = Path(__file__).resolve().parents[2] / "sdk"
+    env = {**os.environ, "PYTHONPATH": str(sdk), "SSL_CERT_FILE": str(cert)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["new", "None"]
