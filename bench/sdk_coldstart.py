@@ -6,6 +6,7 @@ Three programs run in turn, each --runs times in fresh interpreters:
   bare        python -c pass
   import      from analemma_sdk import FlagClient
   first eval  the import, a FlagClient over a warm file cache, one evaluation
+  statebag import  the state bag engine's import, for a Lambda that also offloads state
 
 The SDK is copied to a scratch folder and byte-compiled, as a Lambda package should be built
 (/var/task is read-only, so a package without .pyc files compiles every module at every cold
@@ -67,6 +68,7 @@ PROGRAMS = {
     "bare": ["-c", "pass"],
     "import": ["-c", "from analemma_sdk import FlagClient"],
     "first eval": ["-c", FIRST_EVAL],
+    "statebag import": ["-c", "from analemma_sdk.statebag import get_hydrator"],
 }
 
 
@@ -147,6 +149,7 @@ def main() -> None:
             "python_ms": round(bare, 2),
             "import_ms": round(medians["import"] - bare, 2),
             "first_eval_ms": round(medians["first eval"] - bare, 2),
+            "statebag_import_ms": round(medians["statebag import"] - bare, 2),
         }
     )
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import gzip
 import logging
 import zlib
-from dataclasses import dataclass, field
 from typing import Any
 
+from .._record import Record
 from .canonical import sha256_hex
 from .errors import (
     CodecUnavailableError,
@@ -72,12 +72,11 @@ def validate_level(level: int) -> int:
     return level
 
 
-@dataclass(frozen=True)
-class ZstdDictionary:
+class ZstdDictionary(Record, frozen=True):
     """A trained zstd dictionary, addressed by the digest of its bytes."""
 
     data: bytes
-    dict_id: str = field(default="")
+    dict_id: str = ""
 
     def __post_init__(self) -> None:
         if not self.dict_id:
@@ -98,8 +97,7 @@ def train_dictionary(samples: list[bytes], size: int = 110 * 1024) -> ZstdDictio
     return ZstdDictionary(trained.as_bytes())
 
 
-@dataclass(frozen=True)
-class Encoded:
+class Encoded(Record, frozen=True):
     codec: str
     data: bytes
     dict_id: str | None = None

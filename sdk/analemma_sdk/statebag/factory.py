@@ -8,7 +8,6 @@ Hydrators with different configurations share one store (and so one set of clien
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
 from typing import Any
 
@@ -43,9 +42,11 @@ def default_store() -> BlobStore:
     global _default_store
     with _lock:
         if _default_store is None:
-            url = os.environ.get("STATEBAG_STORE_URL") or os.path.join(
-                tempfile.gettempdir(), "analemma-statebag"
-            )
+            url = os.environ.get("STATEBAG_STORE_URL")
+            if not url:
+                import tempfile  # noqa: PLC0415 - only without a configured store
+
+                url = os.path.join(tempfile.gettempdir(), "analemma-statebag")
             _default_store = store_from_url(url)
         return _default_store
 

@@ -13,13 +13,13 @@ A dehydration is complete or fails: nothing is held back for a later call.
 from __future__ import annotations
 
 import logging
+import os
 import threading
-import uuid
 from collections import OrderedDict, defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
+from .._record import Record, factory
 from . import metrics
 from .bag import StateBag
 from .cache import BlobCache
@@ -74,30 +74,26 @@ _SPAN_SLACK = 2.0
 
 
 # Plans: what dehydrate() decided for each field, before anything is written --------------
-@dataclass
-class _Inline:
+class _Inline(Record):
     stored: Any
     size: int
 
 
-@dataclass
-class _Existing:
+class _Existing(Record):
     """An untouched field whose stored pointer is carried over as it is."""
 
     stored: Any
     size: int
 
 
-@dataclass
-class _Blob:
+class _Blob(Record):
     digest: str
     raw: bytes
     temperature: Temperature
     ref: BlobRef | None = None
 
 
-@dataclass
-class _List:
+class _List(Record):
     chunks: list[tuple[_Blob, int]]
     tail: list[Any]
     tail_bytes: list[bytes]
@@ -112,8 +108,7 @@ class _List:
 _Plan = _Inline | _Existing | _Blob | _List
 
 
-@dataclass(frozen=True)
-class DehydrationResult:
+class DehydrationResult(Record, frozen=True):
     payload: dict[str, Any]
     writes: tuple[PackWrite, ...]
     entries: dict[str, Any]
@@ -124,12 +119,11 @@ class DehydrationResult:
     reused_blobs: int = 0
 
 
-@dataclass
-class _Batch:
+class _Batch(Record):
     """What one dehydration uploads, and the stored blobs it reuses."""
 
-    items: list[tuple[PackWrite, bytes, list[_Blob]]] = field(default_factory=list)
-    reused: dict[tuple[str, str], BlobRef] = field(default_factory=dict)
+    items: list[tuple[PackWrite, bytes, list[_Blob]]] = factory(list)
+    reused: dict[tuple[str, str], BlobRef] = factory(dict)
 
     def add(self, built: tuple[PackWrite, bytes], blobs: list[_Blob]) -> None:
         self.items.append((built[0], built[1], blobs))
@@ -647,7 +641,7 @@ class StateHydrator:
 
     def _build_object(self, owner_id: str, blob: _Blob) -> tuple[PackWrite, bytes]:
         encoded = self.compressor.encode(blob.raw)
-        key = object_key(owner_id, blob.digest, uuid.uuid4().hex[:16])
+        key = object_key(owner_id, blob.digest, os.urandom(8).hex())
         frame = FrameRef(blob.digest, 0, len(encoded.data), encoded.codec, len(blob.raw), encoded.dict_id)
         blob.ref = BlobRef(
             blob.digest, key, 0, len(encoded.data), encoded.codec, len(blob.raw), encoded.dict_id, whole=True

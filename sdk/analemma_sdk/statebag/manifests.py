@@ -8,17 +8,16 @@ store lets a Lambda do the same through the service's API.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .._record import Record, factory
 from .canonical import canonical_json, sha256_hex
 from .packs import FrameRef
 
 MANIFEST_FORMAT = 1
 
 
-@dataclass(frozen=True)
-class PackWrite:
+class PackWrite(Record, frozen=True):
     """An object the dehydration wrote: a pack, or one legacy single-blob object."""
 
     key: str
@@ -28,20 +27,18 @@ class PackWrite:
     kind: str = "pack"  # pack | object
 
 
-@dataclass(frozen=True)
-class ManifestDraft:
+class ManifestDraft(Record, frozen=True):
     owner_id: str
     workflow_id: str
     execution_id: str
     parents: tuple[str, ...]
     entries: Mapping[str, Any]  # field -> stored form: inline value or pointer JSON
     packs: tuple[PackWrite, ...]
-    cohort: Mapping[str, Any] = field(default_factory=dict)
+    cohort: Mapping[str, Any] = factory(dict)
     idempotency_key: str | None = None
 
 
-@dataclass(frozen=True)
-class ManifestRecord:
+class ManifestRecord(Record, frozen=True):
     hash: str
     version: int
     # Set when the store replays an earlier commit (same idempotency key): the entries that
@@ -81,8 +78,7 @@ def manifest_hash(
     )
 
 
-@dataclass(frozen=True)
-class PrepareRequest:
+class PrepareRequest(Record, frozen=True):
     """Phase one: what a dehydration is about to upload and which stored blobs it reuses."""
 
     owner_id: str
@@ -94,14 +90,13 @@ class PrepareRequest:
     idempotency_key: str | None = None
 
 
-@dataclass(frozen=True)
-class Prepared:
+class Prepared(Record, frozen=True):
     txn_id: str
     expires_at: float  # seconds since the epoch
     committed: ManifestRecord | None = None  # set when this idempotency key already committed
     # Where to upload each object instead of the caller's own store (object key -> target with
     # method, url and headers), when the manifest service hands out upload URLs.
-    uploads: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    uploads: Mapping[str, Mapping[str, Any]] = factory(dict)
 
 
 class TwoPhaseManifestStore(ManifestStore, Protocol):

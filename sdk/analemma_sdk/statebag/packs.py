@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass
 
+from .._record import Record
 from .canonical import canonical_json, is_digest, parse_json, sha256_hex
 from .codec import CODECS, Encoded
 from .errors import CorruptPackError
@@ -31,8 +31,7 @@ FOOTER = struct.Struct(">II4s")
 MAX_INDEX_BYTES = 16 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class FrameRef:
+class FrameRef(Record, frozen=True):
     """Where one blob's frame sits in a pack, and how to decode it."""
 
     digest: str
@@ -53,8 +52,7 @@ class FrameRef:
         }
 
 
-@dataclass(frozen=True)
-class BuiltPack:
+class BuiltPack(Record, frozen=True):
     data: bytes
     digest: str
     frames: tuple[FrameRef, ...]

@@ -13,9 +13,9 @@ parse_pointer() checks every field; anything off is a MalformedPointerError, nev
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+from .._record import Record
 from .canonical import is_digest
 from .codec import CODECS
 from .errors import InvalidKeyError, MalformedPointerError
@@ -26,8 +26,7 @@ POINTER_VERSION = 1
 _MAX_INT = 2**53
 
 
-@dataclass(frozen=True)
-class BlobRef:
+class BlobRef(Record, frozen=True):
     digest: str
     key: str
     offset: int
@@ -55,8 +54,7 @@ class BlobRef:
         return data
 
 
-@dataclass(frozen=True)
-class ChunkRef:
+class ChunkRef(Record, frozen=True):
     blob: BlobRef
     items: int
 
@@ -67,8 +65,7 @@ class ChunkRef:
         return data
 
 
-@dataclass(frozen=True)
-class ListRef:
+class ListRef(Record, frozen=True):
     length: int
     chunks: tuple[ChunkRef, ...]
     tail: tuple[Any, ...]
@@ -86,8 +83,7 @@ class ListRef:
         return [chunk.blob for chunk in self.chunks]
 
 
-@dataclass(frozen=True)
-class Literal:
+class Literal(Record, frozen=True):
     value: Any
 
 

@@ -6,16 +6,18 @@ tests can all plug in their own. Keys are validated by every store, not only by 
 
 from __future__ import annotations
 
+import contextlib
 import os
-import tempfile
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from .errors import BlobNotFoundError, InvalidKeyError
 from .keys import validate_key
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 @runtime_checkable
@@ -37,6 +39,8 @@ class LocalFolderStore:
     """Objects as files under one root folder; writes are atomic (temp file + rename)."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
+        from pathlib import Path  # noqa: PLC0415 - only for local folders, not on S3 cold starts
+
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
 
@@ -52,13 +56,16 @@ class LocalFolderStore:
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
+        import tempfile  # noqa: PLC0415 - see __init__
+
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
             os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
             raise
 
     def get(self, key: str) -> bytes:
