@@ -85,3 +85,53 @@ def test_wrong_key__not_ready__code_defaults(live_server, tmp_path):
     client = FlagClient(live_server.url, "ask_prod_" + "w" * 43, cache_path=None)
     assert client.bool("use_batching", default=True) is True
     assert client.status.state == "unauthorized"
+
+
+def test_snapshot_command__bundled_file_serves_a_cold_start_without_network(live_server, prod, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _, raw = services.sdk_key_create(environment=prod, actor="ops")
+    out = tmp_path / "flags.json"
+    sdk = Path(__file__).resolve().parents[2] / "sdk"
+    env = {**os.environ, "PYTHONPATH": str(sdk), "ANALEMMA_SDK_KEY": raw}
+    done = subprocess.run(
+        [sys.executable, "-m", "analemma_sdk.flags", "snapshot", "--url", live_server.url, "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert raw not in done.stdout + done.stderr + out.read_text()
+    revision = prod.revisions.order_by("-number").first().number
+    cold = FlagClient("http://127.0.0.1:9", raw, cache_path=None, ttl=3600, bootstrap=out)
+    details = cold.bool_details("use_batching", unit="exec-1")
+    assert (details.reason, details.revision) == ("off", revision)
+    assert cold.status.failures == 0  # fresh within its TTL: no network tried
+
+
+def test_snapshot_command__no_key__refuses(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "ANALEMMA_SDK_KEY"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "analemma_sdk.flags",
+            "snapshot",
+            "--url",
+            "http://x",
+            "--out",
+            str(tmp_path / "f"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "ANALEMMA_SDK_KEY" in done.stderr

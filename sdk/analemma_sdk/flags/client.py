@@ -295,6 +295,22 @@ class FlagClient:
             self._next_check = 0.0
             return self._fetch_guarded()
 
+    def snapshot(self, path: str | os.PathLike[str]) -> bool:
+        """Write the current document as a JSON snapshot to bundle with a deployment and pass
+        as ``bootstrap``; False when there is no document to write."""
+        import json  # noqa: PLC0415
+
+        flagset = self._flagset
+        if flagset is None:
+            return False
+        record = {"document": flagset.raw, "etag": self._etag, "fetched_at": self._fetched_at}
+        target = os.fspath(path)
+        temporary = f"{target}.{os.getpid()}.tmp"
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(record, handle, sort_keys=True, indent=1)
+        os.replace(temporary, target)
+        return True
+
     # Refresh ---------------------------------------------------------------------------
     def _refresh(self) -> None:
         if not self._lock.acquire(False):
