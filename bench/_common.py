@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus" / "tau-airline-dev"
+# The whole development corpus when it sits beside the checkout, else the tests' 32 documents.
+_DEVELOPMENT_CORPUS = ROOT.parent / "shared" / "corpus" / "tau-airline-dev"
+DEFAULT_CORPUS = _DEVELOPMENT_CORPUS if _DEVELOPMENT_CORPUS.is_dir() else ROOT / "tests" / "data" / "corpus"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "sdk"))
 

@@ -217,7 +217,7 @@ class Schedule:
                         break
                     except Crash:
                         continue
-                    except Exception as exc:  # noqa: BLE001 - a typed refusal: retry like a redelivered job
+                    except Exception as exc:  # a typed refusal: retry like a redelivered job
                         if attempt == 11:
                             self.errors.append(f"{execution} step {step}: {type(exc).__name__}: {exc}")
                         time.sleep(self.rng.random() * 0.01)
@@ -225,7 +225,7 @@ class Schedule:
                 break  # the last one keeps running: its versions must survive everything
             try:
                 execution_finish(owner_id=self.owner, execution_id=execution)
-            except Exception as exc:  # noqa: BLE001 - the execution may not exist if every step failed
+            except Exception as exc:  # the execution may not exist if every step failed
                 self.errors.append(f"finish {execution}: {exc}")
         connections.close_all()
 
@@ -248,7 +248,7 @@ class Schedule:
                     sweep()
                 except Crash:
                     pass
-                except Exception as exc:  # noqa: BLE001 - lock contention etc.: next round
+                except Exception as exc:  # lock contention etc.: next round
                     self.errors.append(f"collector: {type(exc).__name__}: {exc}")
             time.sleep(self.rng.random() * 0.02)
         connections.close_all()
@@ -266,7 +266,7 @@ class Schedule:
                 gc_sweep(grace=timedelta(0), store=self.plain)
             except Crash:
                 pass  # the injected crash may land in this sweep too
-            except Exception as exc:  # noqa: BLE001 - reported, not fatal
+            except Exception as exc:  # reported, not fatal
                 self.errors.append(f"adversary: {exc}")
             finally:
                 connections.close_all()
@@ -318,7 +318,7 @@ class Schedule:
             try:
                 manifest_state(manifest, reader).to_dict()
                 dangling += 0 if manifest_verify(manifest) else 1
-            except Exception:  # noqa: BLE001 - any failure to read a committed version is dangling
+            except Exception:  # any failure to read a committed version is dangling
                 dangling += 1
         lost = EXECUTIONS * STEPS - len(self.acknowledged)
         for (_, step), (digest, expected) in self.acknowledged.items():

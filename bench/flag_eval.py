@@ -15,23 +15,12 @@ import time
 from _common import emit_json, print_table
 
 from analemma_sdk import FlagClient
+from analemma_sdk.flags.spec import flag_set_document, flag_spec
 
 
 def document(percentage: float) -> dict:
-    flag = {
-        "kind": "boolean",
-        "default": False,
-        "enabled": True,
-        "value": True,
-        "percentage": percentage,
-        "variants": [],
-        "targets": [],
-        "rules": [],
-        "bucket_by": "execution_id",
-        "salt": "",
-        "seed": None,
-    }
-    return {"format": 1, "environment": "prod", "revision": 1, "flags": {"new_checkout": flag}}
+    flag = flag_spec("boolean", False, enabled=True, value=True, percentage=percentage)
+    return flag_set_document("prod", 1, {"new_checkout": flag})
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ def wait_http(url: str, headers: dict[str, str], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=1)  # noqa: S310 - loopback
+            urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=1)  # loopback
             return
         except OSError:
             if time.monotonic() > deadline:
@@ -74,7 +74,7 @@ def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
     sys.path.insert(0, str(ROOT))
-    from tests.servers import free_port, redis_server
+    from tests.servers import listening_socket, redis_server
 
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
@@ -104,7 +104,8 @@ def main() -> None:
         queries = subprocess.run(
             [python, "-c", COUNT_QUERIES, key], cwd=ROOT, env=env, check=True, capture_output=True, text=True
         ).stdout.split()
-        port = free_port()
+        listener = stack.enter_context(listening_socket())  # gunicorn serves on this very socket
+        port = listener.getsockname()[1]
         server = subprocess.Popen(
             [
                 python,
@@ -112,7 +113,7 @@ def main() -> None:
                 "gunicorn",
                 "analemma.wsgi",
                 "--bind",
-                f"127.0.0.1:{port}",
+                f"fd://{listener.fileno()}",
                 "--workers",
                 str(args.workers),
                 "--worker-class",
@@ -124,13 +125,14 @@ def main() -> None:
             ],
             cwd=ROOT,
             env=env,
+            pass_fds=(listener.fileno(),),
         )
         stack.callback(server.wait, 10)
         stack.callback(server.terminate)
         url = f"http://127.0.0.1:{port}/api/v1/flagset"
         auth = {"Authorization": f"Bearer {key}"}
         wait_http(url, auth)
-        response = urllib.request.urlopen(urllib.request.Request(url, headers=auth))  # noqa: S310 - loopback
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=auth))  # loopback
         etag = response.headers["ETag"]
         runs: dict[str, list[dict[str, float]]] = {"304": [], "200": []}
         for _ in range(args.repeat):

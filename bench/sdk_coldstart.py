@@ -35,27 +35,12 @@ from pathlib import Path
 
 from _common import ROOT, emit_json, print_table
 
+from analemma_sdk.flags.spec import flag_set_document, flag_spec
+
 SDK_KEY = "ask_prod_" + "k" * 43
-DOCUMENT = {
-    "format": 1,
-    "environment": "prod",
-    "revision": 7,
-    "flags": {
-        "use_batching": {
-            "kind": "boolean",
-            "default": False,
-            "enabled": True,
-            "value": True,
-            "percentage": 25.0,
-            "variants": [],
-            "targets": [],
-            "rules": [],
-            "bucket_by": "execution_id",
-            "salt": "",
-            "seed": None,
-        }
-    },
-}
+DOCUMENT = flag_set_document(
+    "prod", 7, {"use_batching": flag_spec("boolean", False, enabled=True, value=True, percentage=25.0)}
+)
 FIRST_EVAL = """
 import sys
 from analemma_sdk import FlagClient
@@ -77,7 +62,7 @@ def serve_document() -> http.server.ThreadingHTTPServer:
     etag = f'"{hashlib.sha256(body).hexdigest()[:40]}"'
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:  # http.server's name
             self.send_response(200)
             self.send_header("ETag", etag)
             self.send_header("Content-Length", str(len(body)))

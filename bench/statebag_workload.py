@@ -142,7 +142,7 @@ def store_factory(kind: str, workdir: Path) -> Any:
             endpoint_url=endpoint,
             region_name="us-east-1",
             aws_access_key_id="bench",
-            aws_secret_access_key="bench",  # noqa: S106 - loopback test server
+            aws_secret_access_key="bench",  # loopback test server
         )
 
         def make(name: str) -> S3Store:

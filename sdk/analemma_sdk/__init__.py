@@ -12,7 +12,7 @@ __all__ = ["FlagClient", "FlagDetails"]
 def __getattr__(name: str) -> object:
     # Lazy, so `import analemma_sdk` in a Lambda costs nothing it does not use.
     if name in __all__:
-        from . import flags  # noqa: PLC0415
+        from . import flags
 
         return getattr(flags, name)
     raise AttributeError(f"module 'analemma_sdk' has no attribute {name!r}")

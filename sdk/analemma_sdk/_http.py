@@ -82,7 +82,7 @@ def _ssl_context() -> Any:
     """One verifying context per process: loading the CA bundle costs milliseconds."""
     global _context
     if _context is None:
-        import ssl  # noqa: PLC0415 - only for https URLs
+        import ssl  # only for https URLs
 
         _context = ssl.create_default_context()
     return _context
@@ -102,7 +102,7 @@ def _connection(
         raise FetchError(f"unsupported URL scheme {url.scheme!r}")
     conn.connect()
     sock = conn.sock
-    conn.sock = _DeadlineSocket(sock, deadline)  # type: ignore[assignment]
+    conn.sock = _DeadlineSocket(sock, deadline)
     return conn, sock
 
 

@@ -8,14 +8,19 @@ start for the state bag's seventeen classes, measured with ``python -X importtim
     class BlobRef(Record, frozen=True):
         digest: str
         dict_id: str | None = None
-        extras: dict[str, Any] = factory(dict)
+        extras: dict[str, Any] = factory(default_factory=dict)
+
+Type checkers read these classes as dataclasses (PEP 681): ``typing.dataclass_transform`` is a
+plain function of ``typing``, already imported, so telling them costs nothing at import.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar, cast, dataclass_transform
 
 _MISSING = object()
+_T = TypeVar("_T")
 
 
 class _Factory:
@@ -25,17 +30,21 @@ class _Factory:
         self.make = make
 
 
-def factory(make: Any) -> Any:
-    """A default built afresh for each instance (``factory(list)``)."""
-    return _Factory(make)
+def factory(*, default_factory: Callable[[], _T]) -> _T:
+    """A default built afresh for each instance (``factory(default_factory=list)``). The keyword
+    is what tells type checkers that the field has a default."""
+    # Stands in for the value until __init__ builds one; typed as the value for the field.
+    return cast(_T, _Factory(default_factory))
 
 
+@dataclass_transform(field_specifiers=(factory,))
 class Record:
-    _fields: tuple[str, ...] = ()
-    _field_set: frozenset[str] = frozenset()
-    _post_init = False
-    _defaults: dict[str, Any] = {}  # noqa: RUF012 - replaced per subclass, never mutated
-    _frozen = False
+    _fields: ClassVar[tuple[str, ...]] = ()
+    _field_set: ClassVar[frozenset[str]] = frozenset()
+    _post_init: ClassVar[bool] = False
+    _defaults: ClassVar[dict[str, Any]] = {}  # replaced per subclass, never mutated
+    _frozen: ClassVar[bool] = False
+    __match_args__: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, frozen: bool = False, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -52,8 +61,10 @@ class Record:
         cls._fields, cls._defaults, cls._frozen = tuple(fields), defaults, frozen
         cls._field_set = frozenset(fields)
         cls._post_init = hasattr(cls, "__post_init__")
-        cls.__match_args__ = tuple(fields)
-        cls.__hash__ = Record._hash if frozen else None  # type: ignore[assignment,method-assign]
+        # Type checkers derive both from the fields and the frozen flag; only the runtime needs
+        # them set here. Frozen records hash by value, mutable ones are unhashable (as dataclasses).
+        cls.__match_args__ = tuple(fields)  # type: ignore[misc]  # read-only to type checkers
+        cls.__hash__ = Record._hash if frozen else None  # type: ignore[assignment,method-assign]  # see above
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if args:
@@ -62,7 +73,7 @@ class Record:
             kwargs = self._completed(kwargs)
         self.__dict__.update(kwargs)
         if self._post_init:
-            self.__post_init__()  # type: ignore[attr-defined]
+            self.__post_init__()  # type: ignore[attr-defined]  # _post_init says the subclass has one
 
     def _with_positional(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         fields = self._fields
@@ -101,9 +112,9 @@ class Record:
         return tuple(self.__dict__[name] for name in self._fields)
 
     def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
+        if other.__class__ is not self.__class__ or not isinstance(other, Record):
             return NotImplemented
-        return self._values() == other._values()  # type: ignore[attr-defined]
+        return self._values() == other._values()
 
     def _hash(self) -> int:
         return hash(self._values())

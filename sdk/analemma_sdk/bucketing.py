@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+__all__ = ["TOTAL_WEIGHT", "bucket_value", "in_rollout", "sha1", "variant_index"]
+
 try:  # the interpreter's own sha1 loads in a fraction of the time OpenSSL's does (cold starts)
     from _sha1 import sha1
 except ImportError:  # pragma: no cover - builds without it

@@ -9,27 +9,18 @@ import threading
 import time
 from typing import Any
 
+from analemma_sdk.flags.spec import flag_set_document, flag_spec
 
-def flag(**overrides: Any) -> dict[str, Any]:
-    spec = {
-        "kind": "boolean",
-        "default": False,
-        "enabled": True,
-        "value": True,
-        "percentage": 100.0,
-        "variants": [],
-        "targets": [],
-        "rules": [],
-        "bucket_by": "execution_id",
-        "salt": "",
-        "seed": None,
-    }
-    spec.update(overrides)
-    return spec
+
+def flag(
+    kind: str = "boolean", default: Any = False, *, enabled: bool = True, **fields: Any
+) -> dict[str, Any]:
+    """A flag spec, on for everyone unless told otherwise (a boolean with no value serves true)."""
+    return flag_spec(kind, default, enabled=enabled, **fields)
 
 
 def document(revision: int = 1, environment: str = "prod", **flags: dict[str, Any]) -> dict[str, Any]:
-    return {"format": 1, "environment": environment, "revision": revision, "flags": flags}
+    return flag_set_document(environment, revision, flags)
 
 
 def body_and_etag(doc: dict[str, Any]) -> tuple[bytes, str]:
@@ -52,7 +43,7 @@ class FlagServer:
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:  # http.server's name
                 server.requests.append({k.lower(): v for k, v in self.headers.items()})
                 server.answer(self)
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from analemma_sdk import FlagClient
-from analemma_sdk.flags.client import _environment_of
+from analemma_sdk.flags.spec import sdk_key_environment
 
+from ..clock import SteppedClock
 from .flag_server import FlagServer, body_and_etag, document, flag
 
 KEY = "ask_prod_" + "s" * 43
@@ -31,22 +32,30 @@ def server():
 
 
 @pytest.fixture
-def make_client(tmp_path):
+def clock():
+    return SteppedClock()
+
+
+@pytest.fixture
+def make_client(tmp_path, clock):
     def make(url, **options):
         options.setdefault("cache_path", tmp_path / "flags.bin")
         options.setdefault("timeout", 0.5)
+        options.setdefault("clock", clock)
         return FlagClient(url, KEY, **options)
 
     return make
 
 
+@pytest.fixture
 def dead_url():
+    """A loopback URL that refuses connections: its port stays bound, never listening, for
+    the whole test, so no other server can appear there."""
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"  # nothing listens there any more
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 def test_fetch__then_within_ttl__one_request_and_local_evaluation(server, make_client):
@@ -59,21 +68,21 @@ def test_fetch__then_within_ttl__one_request_and_local_evaluation(server, make_c
     assert server.requests[0]["authorization"] == f"Bearer {KEY}"
 
 
-def test_refresh__after_ttl__sends_if_none_match_and_keeps_document_on_304(server, make_client):
+def test_refresh__after_ttl__sends_if_none_match_and_keeps_document_on_304(server, make_client, clock):
     client = make_client(server.url, ttl=0.05)
     client.bool("use_batching")
-    time.sleep(0.1)
+    clock.advance(0.1)
     assert client.bool("use_batching") is True
     _, etag = body_and_etag(server.doc)
     assert server.requests[-1]["if-none-match"] == etag
     assert client.status.state == "ready" and client.status.http_status == 304
 
 
-def test_refresh__new_revision__served_after_ttl(server, make_client):
+def test_refresh__new_revision__served_after_ttl(server, make_client, clock):
     client = make_client(server.url, ttl=0.05)
     assert client.bool("use_batching") is True
     server.doc = document(2, use_batching=flag(enabled=False))
-    time.sleep(0.1)
+    clock.advance(0.1)
     details = client.bool_details("use_batching", unit="exec-1")
     assert (details.value, details.reason, details.revision) == (False, "off", 2)
 
@@ -85,8 +94,8 @@ def test_body_arriving_after_the_headers__read_completely(server, make_client):
     assert client.status.state == "ready"
 
 
-def test_server_down__no_document__code_defaults_with_error_reason(make_client):
-    client = make_client(dead_url())
+def test_server_down__no_document__code_defaults_with_error_reason(dead_url, make_client):
+    client = make_client(dead_url)
     assert client.bool("use_batching", default=True) is True
     details = client.number_details("zstd_level", default=3)
     assert (details.value, details.reason, details.error) == (3, "error", "PROVIDER_NOT_READY")
@@ -94,12 +103,12 @@ def test_server_down__no_document__code_defaults_with_error_reason(make_client):
 
 
 @pytest.mark.parametrize("mode", ["500", "garbage", "wrong_etag", "huge", "huge_chunked", "truncated"])
-def test_bad_response__after_a_good_one__last_known_good_served_as_stale(server, make_client, mode):
+def test_bad_response__after_a_good_one__last_known_good_served_as_stale(server, make_client, clock, mode):
     client = make_client(server.url, ttl=0.05, max_bytes=1024 * 1024)
     assert client.string("checkout", default="x") == "new"
     server.mode = mode
     server.doc = document(2, checkout=flag(kind="string", default="old", value="broken"))
-    time.sleep(0.1)
+    clock.advance(0.1)
     details = client.string_details("checkout", unit="u", default="x")
     assert (details.value, details.reason, details.revision) == ("new", "stale", 1)
     assert client.status.state == "stale" and client.status.error
@@ -152,11 +161,11 @@ def test_document_for_another_environment__refused(server, make_client):
     assert "environment 'dev'" in client.status.error
 
 
-def test_304_with_another_etag__not_taken_as_confirmation(server, make_client):
+def test_304_with_another_etag__not_taken_as_confirmation(server, make_client, clock):
     client = make_client(server.url, ttl=0.05)
     client.bool("use_batching")
     server.mode = "bogus_304"
-    time.sleep(0.1)
+    clock.advance(0.1)
     assert client.bool_details("use_batching").reason == "stale"
     assert "304" in client.status.error
 
@@ -199,26 +208,26 @@ def test_file_cache__written_atomically_with_private_mode(server, make_client, t
     assert [p.name for p in tmp_path.iterdir()] == ["flags.bin"]  # no temporary left behind
 
 
-def test_bootstrap_snapshot__served_when_the_server_is_down(make_client, tmp_path):
+def test_bootstrap_snapshot__served_when_the_server_is_down(dead_url, make_client, tmp_path):
     snapshot = tmp_path / "snapshot.json"
     snapshot.write_text(json.dumps(document(4, use_batching=flag(percentage=0.0))))
-    client = make_client(dead_url(), bootstrap=snapshot)
+    client = make_client(dead_url, bootstrap=snapshot)
     details = client.bool_details("use_batching", unit="exec-1", default=True)
     assert (details.value, details.reason, details.revision) == (False, "stale", 4)
 
 
-def test_bootstrap_snapshot__fresh__evaluates_without_network(make_client):
+def test_bootstrap_snapshot__fresh__evaluates_without_network(dead_url, make_client):
     snapshot = {"document": document(4, use_batching=flag()), "fetched_at": time.time()}
-    client = make_client(dead_url(), bootstrap=snapshot, ttl=60)
+    client = make_client(dead_url, bootstrap=snapshot, ttl=60)
     assert client.bool_details("use_batching", unit="e").reason == "rollout"
     assert client.status.failures == 0
 
 
-def test_bootstrap_garbage__ignored_with_a_warning(make_client, tmp_path, caplog):
+def test_bootstrap_garbage__ignored_with_a_warning(dead_url, make_client, tmp_path, caplog):
     snapshot = tmp_path / "snapshot.json"
     snapshot.write_text("{not json")
     with caplog.at_level(logging.WARNING, logger="analemma_sdk.flags"):
-        client = make_client(dead_url(), bootstrap=snapshot)
+        client = make_client(dead_url, bootstrap=snapshot)
     assert client.bool("use_batching", default=True) is True
     assert "bootstrap" in caplog.text
 
@@ -260,10 +269,10 @@ def test_missing_settings__client_still_built_and_serves_defaults(url, key):
     assert client.status.state in ("not_ready", "unauthorized") and client.status.error
 
 
-def test_environment_of__parses_the_key_format():
-    assert _environment_of(KEY) == "prod"
-    assert _environment_of("ask_pre_prod_" + "a_b" * 14 + "x") == "pre_prod"
-    assert _environment_of("not-a-key") is None
+def test_sdk_key_environment__parses_the_key_format():
+    assert sdk_key_environment(KEY) == "prod"
+    assert sdk_key_environment("ask_pre_prod_" + "a_b" * 14 + "x") == "pre_prod"
+    assert sdk_key_environment("not-a-key") is None
 
 
 def loaded_after(code: str, modules: set[str]) -> set[str]:

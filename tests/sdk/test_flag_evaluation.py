@@ -67,15 +67,19 @@ def test_percentage__ramp_up__keeps_everyone_already_in_and_matches_the_share():
 
 def test_variants__stable_per_unit_and_moved_minimally_on_reweighting():
     variants = [{"value": "a", "weight": 50_000}, {"value": "b", "weight": 50_000}]
-    before = client_for(f=flag(kind="string", variants=variants))
-    again = client_for(f=flag(kind="string", variants=variants))
+    before = client_for(f=flag(kind="string", default="a", variants=variants))
+    again = client_for(f=flag(kind="string", default="a", variants=variants))
     first = {unit: before.string_details("f", unit=unit) for unit in UNITS}
     assert all(again.string("f", unit=unit) == d.value for unit, d in first.items())
     assert {d.variant for d in first.values()} == {"0", "1"} and {d.reason for d in first.values()} == {
         "rollout"
     }
     reweighted = client_for(
-        f=flag(kind="string", variants=[{"value": "a", "weight": 60_000}, {"value": "b", "weight": 40_000}])
+        f=flag(
+            kind="string",
+            default="a",
+            variants=[{"value": "a", "weight": 60_000}, {"value": "b", "weight": 40_000}],
+        )
     )
     moved = [u for u in UNITS if reweighted.string("f", unit=u) != first[u].value]
     assert all(first[u].value == "b" for u in moved)

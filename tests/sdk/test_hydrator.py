@@ -246,11 +246,11 @@ def test_get_hydrator__env_and_explicit_arguments(monkeypatch, local_store):
     monkeypatch.setenv("USE_ZSTD", "1")
     monkeypatch.setenv("ZSTD_LEVEL", "7")
     from_env = get_hydrator(store=local_store)
-    assert (from_env.mode, from_env.compression_level) == ("batched_zstd", 7)
+    assert (from_env.mode, from_env.zstd_level) == ("batched_zstd", 7)
     assert get_hydrator(store=local_store) is from_env
     explicit = get_hydrator(store=local_store, use_zstd=False, zstd_level=2)
     assert explicit is not from_env
-    assert (explicit.mode, explicit.compression_level) == ("batched", 2)
+    assert (explicit.mode, explicit.zstd_level) == ("batched", 2)
     assert explicit.store is from_env.store
     reset_hydrators()
     assert get_hydrator(store=local_store) is not from_env
@@ -280,3 +280,51 @@ def test_hydrate__legacy__reads_every_offloaded_field_every_time(counting_store)
     for _ in range(2):
         hydrator.hydrate(payload)
     assert counting_store.counts["gets"] == 2 * 3  # no cache on the baseline path
+
+
+def test_hydrator__compression_level__deprecated_alias_of_zstd_level(local_store):
+    with pytest.warns(DeprecationWarning, match="zstd_level"):
+        hydrator = StateHydrator(use_batching=True, use_zstd=True, compression_level=7, store=local_store)
+    assert hydrator.zstd_level == hydrator.compressor.zstd_level == 7
+    assert hydrator.config_tag()["zstd_level"] == hydrator.cohort["zstd_level"] == 7
+    with pytest.raises(TypeError):
+        StateHydrator(zstd_level=7, compression_level=7, store=local_store)
+
+
+def test_hydrator__no_arguments__legacy_on_the_default_store(monkeypatch, tmp_path):
+    monkeypatch.setenv("STATEBAG_STORE_URL", f"file://{tmp_path}/first")
+    reset_hydrators()
+    hydrator = StateHydrator()
+    assert hydrator.mode == "legacy" and hydrator.store.root == (tmp_path / "first").resolve()
+    assert StateHydrator().store is hydrator.store
+    monkeypatch.setenv("STATEBAG_STORE_URL", f"file://{tmp_path}/second")
+    reset_hydrators()  # forgets the default store too
+    assert StateHydrator().store.root == (tmp_path / "second").resolve()
+
+
+def test_state_bag__pointers__as_hydrated(local_store):
+    hydrator = StateHydrator(use_batching=True, store=local_store)
+    bag = hydrator.hydrate(hydrator.dehydrate(big_state(), **IDS))
+    assert set(bag.pointers()) == {"llm_response", "messages", "workflow_config", "escaped"}
+    assert bag.pointer("status") is None and bag.pointer("no such field") is None
+    assert bag.pointer("llm_response").digest == bag.pointers()["llm_response"].digest
+    bag["llm_response"] = "short"
+    assert bag.pointer("llm_response") is not None  # what was hydrated, not what was assigned since
+
+
+def test_known_digests__only_the_owners_own_packs__are_remembered(local_store):
+    hydrator = StateHydrator(use_batching=True, store=local_store)
+    payload = hydrator.dehydrate(big_state(), **IDS)
+    reader = StateHydrator(use_batching=True, store=local_store)
+    reader.hydrate(payload)
+    digest = payload["llm_response"]["d"]
+    assert reader.known.get("owner-1", digest) is not None
+    forged = json.loads(json.dumps(payload))
+    forged[META_KEY]["owner"] = "owner-2"  # points at owner-1's packs
+    other = StateHydrator(use_batching=True, store=local_store)
+    other.hydrate(forged)
+    assert other.known.get("owner-2", digest) is None
+    legacy_payload = StateHydrator(store=local_store).dehydrate(big_state(), **IDS)
+    legacy_reader = StateHydrator(use_batching=True, store=local_store)
+    legacy_reader.hydrate(legacy_payload)
+    assert legacy_reader.known.get("owner-1", legacy_payload["llm_response"]["d"]) is None

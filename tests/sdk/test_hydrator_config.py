@@ -9,8 +9,8 @@ import time
 import pytest
 
 from analemma_sdk import FlagClient
-from analemma_sdk.statebag import LocalFolderStore, get_hydrator, metrics
-from analemma_sdk.statebag.config import resolve_config, unit_from_event
+from analemma_sdk.statebag import META_KEY, LocalFolderStore, get_hydrator, metrics
+from analemma_sdk.statebag.config import read_config_tag, resolve_config, unit_from_event
 
 from .flag_server import document, flag
 
@@ -45,7 +45,7 @@ ALL_ON = {
 
 def test_flags__configure_the_hydrator_for_the_unit(store):
     hydrator = get_hydrator(flags=flags_with(**ALL_ON), unit="exec-1", store=store)
-    assert (hydrator.use_batching, hydrator.use_zstd, hydrator.compression_level, hydrator.use_2pc) == (
+    assert (hydrator.use_batching, hydrator.use_zstd, hydrator.zstd_level, hydrator.use_2pc) == (
         True,
         True,
         9,
@@ -68,7 +68,7 @@ def test_env__overrides_the_flag_set(monkeypatch, store):
     monkeypatch.setenv("USE_BATCHING", "false")
     monkeypatch.setenv("ZSTD_LEVEL", "5")
     hydrator = get_hydrator(flags=flags_with(**ALL_ON), unit="exec-1", store=store)
-    assert (hydrator.use_batching, hydrator.compression_level) == (False, 5)
+    assert (hydrator.use_batching, hydrator.zstd_level) == (False, 5)
     sources = resolve_config(flags=flags_with(**ALL_ON), unit="exec-1").sources
     assert (sources["use_batching"], sources["use_zstd"]) == ("env", "flags")
 
@@ -136,3 +136,51 @@ def test_invalid_environment_value__ignored_with_a_warning(monkeypatch, caplog):
     config = resolve_config()
     assert (config.use_zstd, config.zstd_level) == (False, 3)
     assert "USE_ZSTD" in caplog.text and "ZSTD_LEVEL" in caplog.text
+
+
+def test_config_tag__payload_records_it_keyed_by_field_name(store):
+    hydrator = get_hydrator(flags=flags_with(**ALL_ON), unit="exec-4", store=store)
+    payload = hydrator.dehydrate({"a": 1}, owner_id="acme", workflow_id="wf", execution_id="exec-4")
+    assert payload[META_KEY]["cfg"] == {
+        "use_batching": True,
+        "use_zstd": True,
+        "zstd_level": 9,
+        "use_2pc": False,
+    }
+
+
+@pytest.mark.parametrize(
+    "tag",
+    [
+        [1, 1, 9, 0],  # positional, as payloads written before the keyed tag carry it
+        {"use_batching": True, "use_zstd": True, "zstd_level": 9, "use_2pc": False},
+    ],
+)
+def test_config_tag__positional_and_keyed__execution_keeps_its_configuration(store, tag):
+    event = {"state_data": {"bag": {"a": 1, META_KEY: {"v": 1, "execution": "exec-5", "cfg": tag}}}}
+    killed = flags_with(revision=6, use_batching=flag(enabled=False), use_zstd=flag(enabled=False))
+    config = resolve_config(flags=killed, event=event)
+    assert (config.use_batching, config.use_zstd, config.zstd_level, config.use_2pc) == (True, True, 9, False)
+    assert {config.sources[name] for name in ("use_batching", "use_zstd", "zstd_level", "use_2pc")} == {
+        "execution"
+    }
+    hydrator = get_hydrator(flags=killed, event=event, store=store)
+    assert (hydrator.mode, hydrator.zstd_level) == ("batched_zstd", 9)
+
+
+@pytest.mark.parametrize(
+    "tag",
+    [
+        [1, 1, 9],
+        [1, 1, 99, 0],
+        [1, 1, None, 0],
+        {"use_batching": True, "use_zstd": True, "zstd_level": 9},
+        {"use_batching": True, "use_zstd": True, "zstd_level": "high", "use_2pc": False},
+        "1,1,9,0",
+        None,
+    ],
+)
+def test_config_tag__malformed__ignored(tag):
+    assert read_config_tag(tag) == {}
+    event = {META_KEY: {"execution": "exec-6", "cfg": tag}}
+    assert resolve_config(event=event).sources["use_batching"] == "default"

@@ -10,7 +10,7 @@ from analemma_sdk._record import Record, factory
 class Point(Record, frozen=True):
     x: int
     y: int = 0
-    tags: list[str] = factory(list)
+    tags: list[str] = factory(default_factory=list)
 
 
 class Box(Record):
@@ -57,6 +57,6 @@ def test_equality__other_classes_never_equal():
     class Other(Record, frozen=True):
         x: int
         y: int = 0
-        tags: list[str] = factory(list)
+        tags: list[str] = factory(default_factory=list)
 
     assert Point(1) != Other(1) and Point(1) != (1, 0, [])

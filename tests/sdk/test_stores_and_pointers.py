@@ -18,6 +18,7 @@ HOSTILE_KEYS = [
     "é",
     "a b",
     "x" * 600,
+    "o/acme/p/aa/x.asbp\n",
 ]
 
 
@@ -29,7 +30,7 @@ def test_local_store__hostile_key__rejected(local_store, key):
         local_store.get(key)
 
 
-@pytest.mark.parametrize("value", ["../x", "a/b", "", ".", "..", "x" * 200, None, 5])
+@pytest.mark.parametrize("value", ["../x", "a/b", "", ".", "..", "x" * 200, None, 5, "e1\n"])
 def test_validate_id__hostile_id__rejected(value):
     with pytest.raises(InvalidKeyError):
         validate_id("owner id", value)

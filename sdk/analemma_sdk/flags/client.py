@@ -27,19 +27,20 @@ from .document import (
     FlagSet,
     InvalidDocumentError,
 )
+from .spec import MAX_DOCUMENT_BYTES, sdk_key_environment
 
 TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
 if TYPE_CHECKING:
+    import builtins  # annotations after FlagClient.bool, which shadows the builtin in the class
+    from collections.abc import Callable
     from typing import Any
 
 DEFAULT_TTL = 30.0
 DEFAULT_TIMEOUT = 1.0
-DEFAULT_MAX_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_BYTES = MAX_DOCUMENT_BYTES
 JITTER = 0.2  # a refresh falls due between 80 % and 100 % of the TTL
 MAX_BACKOFF = 60.0
 _CACHE_MAGIC = b"AFS1"
-_SDK_KEY_PREFIX = "ask_"
-_SDK_SECRET_LENGTH = 43  # token_urlsafe(32)
 _USE_DEFAULT_PATH = object()
 
 READY = "ready"
@@ -54,18 +55,9 @@ def _jitter() -> float:
 
 
 def _log(level: str, message: str, *args: Any) -> None:
-    import logging  # noqa: PLC0415 - only when there is something to say
+    import logging  # only when there is something to say
 
     getattr(logging.getLogger("analemma_sdk.flags"), level)(message, *args)
-
-
-def _environment_of(sdk_key: str) -> str | None:
-    """Keys are ``ask_<environment>_<secret>``: the environment a document must be for."""
-    if sdk_key.startswith(_SDK_KEY_PREFIX) and len(sdk_key) > len(_SDK_KEY_PREFIX) + _SDK_SECRET_LENGTH + 1:
-        environment = sdk_key[len(_SDK_KEY_PREFIX) : -_SDK_SECRET_LENGTH - 1]
-        if sdk_key[-_SDK_SECRET_LENGTH - 1] == "_" and environment:
-            return environment
-    return None
 
 
 def _is_bool(value: Any) -> bool:
@@ -97,6 +89,12 @@ class ClientStatus:
     """Where the client stands: ``state`` is ready, stale, not_ready or unauthorized."""
 
     __slots__ = ("state", "revision", "http_status", "error", "fetched_at", "failures")
+    state: str
+    revision: int | None
+    http_status: int | None
+    error: str | None
+    fetched_at: float | None
+    failures: int | None
 
     def __init__(self, **fields: Any) -> None:
         for name in self.__slots__:
@@ -112,7 +110,8 @@ class FlagClient:
 
     ``cache_path``: a file shared by the processes of one container (default: one per URL and
     key in the temp dir; ``None`` for none). ``bootstrap``: a document, or the path of a JSON
-    snapshot bundled with the code, served until the first fetch succeeds.
+    snapshot bundled with the code, served until the first fetch succeeds. ``clock``: the
+    monotonic seconds refreshes are scheduled by (``time.monotonic``; a test may step its own).
     """
 
     def __init__(
@@ -126,6 +125,7 @@ class FlagClient:
         bootstrap: Any = None,
         environment: str | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         if not ttl > 0 or not timeout > 0:
             raise ValueError("ttl and timeout must be positive")
@@ -137,7 +137,7 @@ class FlagClient:
         self.ttl = float(ttl)
         self.timeout = float(timeout)
         self.max_bytes = max_bytes
-        self.environment = environment or _environment_of(sdk_key)
+        self.environment = environment or sdk_key_environment(sdk_key)
         # Names and matches the file cache; sha1 is already loaded for bucketing.
         self._fingerprint = sha1(f"{self.url}\n{sdk_key}".encode()).hexdigest()[:24]
         if cache_path is _USE_DEFAULT_PATH:
@@ -147,7 +147,9 @@ class FlagClient:
         self._flagset: FlagSet | None = None
         self._etag: str | None = None
         self._fetched_at = 0.0  # wall clock of the last confirmation by the server
-        self._next_check = 0.0  # monotonic: when to look for a newer document
+        # Monotonic seconds: when to look for a newer document. A test can pass its own clock.
+        self._clock = clock or time.monotonic
+        self._next_check = 0.0
         self._stale = False
         self._failures = 0
         self._http_status: int | None = None
@@ -166,7 +168,7 @@ class FlagClient:
         default: bool = False,
         attributes: Mapping[str, Any] | None = None,
     ) -> bool:
-        return self._value(key, unit, default, attributes, _is_bool)  # type: ignore[no-any-return]
+        return self._value(key, unit, default, attributes, _is_bool)  # type: ignore[no-any-return]  # checked by _is_bool
 
     def string(
         self,
@@ -175,7 +177,7 @@ class FlagClient:
         default: str = "",
         attributes: Mapping[str, Any] | None = None,
     ) -> str:
-        return self._value(key, unit, default, attributes, _is_string)  # type: ignore[no-any-return]
+        return self._value(key, unit, default, attributes, _is_string)  # type: ignore[no-any-return]  # checked by _is_string
 
     def number(
         self,
@@ -184,7 +186,7 @@ class FlagClient:
         default: float = 0,
         attributes: Mapping[str, Any] | None = None,
     ) -> float:
-        return self._value(key, unit, default, attributes, _is_number)  # type: ignore[no-any-return]
+        return self._value(key, unit, default, attributes, _is_number)  # type: ignore[no-any-return]  # checked by _is_number
 
     def json(
         self,
@@ -199,7 +201,7 @@ class FlagClient:
         self,
         key: str,
         unit: str | None = None,
-        default: bool = False,
+        default: builtins.bool = False,
         attributes: Mapping[str, Any] | None = None,
     ) -> FlagDetails:
         return self._details(key, unit, default, attributes, _is_bool)
@@ -236,7 +238,7 @@ class FlagClient:
     def _value(self, key: str, unit: Any, default: Any, attributes: Any, accepts: Any) -> Any:
         # The hot path: no details object, one clock read when the document is fresh.
         try:
-            if time.monotonic() >= self._next_check:
+            if self._clock() >= self._next_check:
                 self._refresh()
             flagset = self._flagset
             flag = flagset.flags.get(key) if flagset is not None else None
@@ -244,13 +246,13 @@ class FlagClient:
                 return default
             value = flag.evaluate(unit if unit is None or unit.__class__ is str else str(unit), attributes)[0]
             return value if accepts(value) else default
-        except Exception:  # noqa: BLE001 - evaluation must never raise into the caller
+        except Exception:  # evaluation must never raise into the caller
             return default
 
     def _details(self, key: str, unit: Any, default: Any, attributes: Any, accepts: Any) -> FlagDetails:
         revision = None
         try:
-            if time.monotonic() >= self._next_check:
+            if self._clock() >= self._next_check:
                 self._refresh()
             flagset = self._flagset
             if flagset is None:
@@ -263,7 +265,7 @@ class FlagClient:
             if not accepts(value):
                 return FlagDetails(key, default, ERROR, revision, error=TYPE_MISMATCH)
             return FlagDetails(key, value, STALE if self._stale else reason, revision, variant)
-        except Exception:  # noqa: BLE001 - evaluation must never raise into the caller
+        except Exception:  # evaluation must never raise into the caller
             return FlagDetails(key, default, ERROR, revision, error=GENERAL)
 
     # State -----------------------------------------------------------------------------
@@ -289,16 +291,16 @@ class FlagClient:
             failures=self._failures,
         )
 
-    def refresh(self) -> bool:
+    def refresh(self) -> builtins.bool:
         """Fetch now, whatever the TTL says; True when the document is confirmed current."""
         with self._lock:
             self._next_check = 0.0
             return self._fetch_guarded()
 
-    def snapshot(self, path: str | os.PathLike[str]) -> bool:
+    def snapshot(self, path: str | os.PathLike[str]) -> builtins.bool:
         """Write the current document as a JSON snapshot to bundle with a deployment and pass
         as ``bootstrap``; False when there is no document to write."""
-        import json  # noqa: PLC0415
+        import json
 
         flagset = self._flagset
         if flagset is None:
@@ -316,7 +318,7 @@ class FlagClient:
         if not self._lock.acquire(False):
             return  # another thread is refreshing: serve what we have meanwhile
         try:
-            if time.monotonic() < self._next_check:
+            if self._clock() < self._next_check:
                 return
             if self._load_file_cache():  # a sibling process refreshed it
                 return
@@ -324,15 +326,15 @@ class FlagClient:
         finally:
             self._lock.release()
 
-    def _fetch_guarded(self) -> bool:
+    def _fetch_guarded(self) -> builtins.bool:
         try:
             return self._fetch()
-        except Exception as exc:  # noqa: BLE001 - never into the caller
+        except Exception as exc:  # never into the caller
             self._fail(None, f"unexpected {type(exc).__name__}: {exc}")
             return False
 
-    def _fetch(self) -> bool:
-        from .. import _http as http  # noqa: PLC0415 - http.client loads only when the network is needed
+    def _fetch(self) -> builtins.bool:
+        from .. import _http as http  # http.client loads only when the network is needed
 
         headers = {"Authorization": f"Bearer {self._key}", "Accept": "application/json"}
         if self._etag and self._flagset is not None:
@@ -368,8 +370,8 @@ class FlagClient:
         return True
 
     def _parse(self, body: bytes, etag: str | None) -> tuple[FlagSet, str | None]:
-        import hashlib  # noqa: PLC0415 - only for documents from the network
-        import json  # noqa: PLC0415
+        import hashlib  # only for documents from the network
+        import json
 
         if etag is not None and etag != f'"{hashlib.sha256(body).hexdigest()[:40]}"':
             # The server's ETag is the body's sha256: a mismatch is a truncated or altered body.
@@ -394,7 +396,7 @@ class FlagClient:
         self._error = None
         self._unauthorized = False
         left = self.ttl - max(time.time() - fetched_at, 0.0)
-        self._next_check = time.monotonic() + max(left, 0.0) * _jitter()
+        self._next_check = self._clock() + max(left, 0.0) * _jitter()
 
     def _fail(self, status: int | None, error: str) -> None:
         self._failures += 1
@@ -403,7 +405,7 @@ class FlagClient:
         self._stale = self._flagset is not None
         self._unauthorized = status in (401, 403)
         backoff = min(2.0 ** min(self._failures - 1, 10), self.ttl, MAX_BACKOFF)
-        self._next_check = time.monotonic() + backoff * _jitter()
+        self._next_check = self._clock() + backoff * _jitter()
         serving = f"revision {self._flagset.revision}" if self._flagset is not None else "code defaults"
         if self._unauthorized:
             _log("error", "flag set %s: %s; serving %s", self.url, error, serving)
@@ -416,7 +418,7 @@ class FlagClient:
             if isinstance(bootstrap, Mapping):
                 record: Any = bootstrap
             else:
-                import json  # noqa: PLC0415
+                import json
 
                 with open(os.fspath(bootstrap), "rb") as handle:
                     record = json.load(handle)
@@ -427,11 +429,11 @@ class FlagClient:
             self._fetched_at = float(record.get("fetched_at") or 0.0)
             if self._fetched_at:
                 self._confirmed(200, self._fetched_at)  # fresh while within its TTL
-        except Exception as exc:  # noqa: BLE001 - a bad snapshot must not stop the caller
+        except Exception as exc:  # a bad snapshot must not stop the caller
             self._flagset = None
             _log("warning", "ignoring the bootstrap flag set: %s", exc)
 
-    def _load_file_cache(self) -> bool:
+    def _load_file_cache(self) -> builtins.bool:
         """Take the file cache when it is newer than what this process holds and still within
         its TTL; True when it was taken."""
         path = self.cache_path
@@ -455,7 +457,7 @@ class FlagClient:
             flagset = self._accept(record["document"])
         except FileNotFoundError:
             return False
-        except Exception:  # noqa: BLE001 - a broken cache file is just a cache miss
+        except Exception:  # a broken cache file is just a cache miss
             return False
         self._flagset, self._etag = flagset, record.get("etag")
         self._confirmed(200, fetched_at)
@@ -487,16 +489,16 @@ class FlagClient:
 
     def _after_fork(self) -> None:
         self._lock = _thread.allocate_lock()  # a lock held by another thread at fork stays held
-        left = self._next_check - time.monotonic()
+        left = self._next_check - self._clock()
         if left > 0:
-            self._next_check = time.monotonic() + left * _jitter()  # children do not poll in step
+            self._next_check = self._clock() + left * _jitter()  # children do not poll in step
 
     def __repr__(self) -> str:
         return f"<FlagClient {self.url} revision={self.revision} state={self.status.state}>"
 
 
 def _crc(data: bytes) -> int:
-    import binascii  # noqa: PLC0415 - small, and only needed with a file cache
+    import binascii  # small, and only needed with a file cache
 
     return binascii.crc32(data)
 
@@ -506,8 +508,8 @@ def _temp_dir() -> str:
         if os.environ.get(name):
             return os.environ[name]
     if os.name == "posix":
-        return "/tmp"  # noqa: S108 - Lambda's writable folder; the file is 0600 and checked
-    import tempfile  # noqa: PLC0415
+        return "/tmp"  # Lambda's writable folder; the file is 0600 and checked
+    import tempfile
 
     return tempfile.gettempdir()
 
@@ -516,7 +518,7 @@ _clients: list[Any] = []
 
 
 def _register(client: FlagClient) -> None:
-    import weakref  # noqa: PLC0415
+    import weakref
 
     if not _clients and hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_after_fork_all)

@@ -19,16 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..bucketing import TOTAL_WEIGHT, bucket_value, variant_index
+from ..bucketing import bucket_value, variant_index
+from .spec import UNIT_ATTRIBUTE, InvalidDocumentError, check_document
 
 TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
 if TYPE_CHECKING:
     from typing import Any
 
-DOCUMENT_FORMAT = 1
-KINDS = frozenset({"boolean", "string", "number", "json"})
-RULE_OPS = frozenset({"in", "not_in", "starts_with", "ends_with", "contains"})
-UNIT_ATTRIBUTE = "execution_id"
+__all__ = ["CompiledFlag", "FlagDetails", "FlagSet", "InvalidDocumentError"]
 
 OFF = "off"
 TARGETED = "targeted"
@@ -42,10 +40,6 @@ FLAG_NOT_FOUND = "FLAG_NOT_FOUND"
 TYPE_MISMATCH = "TYPE_MISMATCH"
 PROVIDER_NOT_READY = "PROVIDER_NOT_READY"
 GENERAL = "GENERAL"
-
-
-class InvalidDocumentError(ValueError):
-    """A flag-set document that cannot be evaluated: wrong shape, format or environment."""
 
 
 class FlagDetails:
@@ -101,6 +95,8 @@ def _matches(op: str, actual: Any, values: list[Any]) -> bool:
 
 
 class CompiledFlag:
+    """One flag, compiled for evaluation from a spec ``spec.check_flag`` has accepted."""
+
     __slots__ = (
         "key",
         "kind",
@@ -118,30 +114,29 @@ class CompiledFlag:
     )
 
     def __init__(self, key: str, spec: Mapping[str, Any]) -> None:
-        if not isinstance(spec, Mapping):
-            raise InvalidDocumentError(f"flag {key!r} is not an object")
-        try:
-            self.key = key
-            self.kind = spec["kind"]
-            if self.kind not in KINDS:
-                raise InvalidDocumentError(f"flag {key!r} has unknown kind {self.kind!r}")
-            self.default = spec["default"]
-            self.enabled = spec["enabled"] is True
-            value = spec.get("value")
-            if value is None:
-                value = True if self.kind == "boolean" else self.default
-            self.value = value
-            self.fraction = _fraction(key, spec.get("percentage", 100))
-            self.weights, self.variant_values = _variants(key, spec.get("variants") or [])
-            self.targets = _targets(spec.get("targets") or [])
-            self.rules = _rules(key, spec.get("rules") or [])
-            self.bucket_by = str(spec.get("bucket_by") or UNIT_ATTRIBUTE)
-            self.salt = str(spec.get("salt") or "")
-            self.seed = _seed(key, spec.get("seed"))
-        except InvalidDocumentError:
-            raise
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise InvalidDocumentError(f"flag {key!r} is malformed: {exc!r}") from None
+        self.key = key
+        self.kind = spec["kind"]
+        self.default = spec["default"]
+        self.enabled = spec["enabled"]
+        value = spec.get("value")
+        if value is None:
+            value = True if self.kind == "boolean" else self.default
+        self.value = value
+        self.fraction = spec.get("percentage", 100) / 100.0
+        variants = spec.get("variants") or []
+        self.weights = tuple(v["weight"] for v in variants)
+        self.variant_values = tuple(v["value"] for v in variants)
+        self.targets: dict[str, Any] = {}
+        for target in spec.get("targets") or []:
+            for unit in target["units"]:
+                self.targets.setdefault(unit, target["value"])  # the first target wins
+        self.rules = tuple(
+            (rule["attribute"], rule["op"], list(rule["values"]), rule["value"])
+            for rule in spec.get("rules") or []
+        )
+        self.bucket_by = spec.get("bucket_by") or UNIT_ATTRIBUTE
+        self.salt = spec.get("salt") or ""
+        self.seed = spec.get("seed")
 
     def evaluate(self, unit: str | None, attributes: Mapping[str, Any] | None) -> tuple[Any, str | None, str]:
         """(value, variant, reason) for this unit."""
@@ -168,42 +163,6 @@ class CompiledFlag:
         return self.default, None, DEFAULT
 
 
-def _fraction(key: str, percentage: Any) -> float:
-    if isinstance(percentage, bool) or not isinstance(percentage, int | float):
-        raise InvalidDocumentError(f"flag {key!r} has a non-numeric percentage")
-    if not 0 <= percentage <= 100:
-        raise InvalidDocumentError(f"flag {key!r} has percentage {percentage} outside 0-100")
-    return percentage / 100.0
-
-
-def _variants(key: str, variants: list[Any]) -> tuple[tuple[int, ...], tuple[Any, ...]]:
-    weights = tuple(int(v["weight"]) for v in variants)
-    if variants and (sum(weights) != TOTAL_WEIGHT or min(weights) < 0):
-        raise InvalidDocumentError(f"flag {key!r} has variant weights not summing to {TOTAL_WEIGHT}")
-    return weights, tuple(v["value"] for v in variants)
-
-
-def _targets(targets: list[Any]) -> dict[str, Any]:
-    by_unit: dict[str, Any] = {}
-    for target in targets:
-        for unit in target["units"]:
-            by_unit.setdefault(str(unit), target["value"])  # the first target wins
-    return by_unit
-
-
-def _rules(key: str, rules: list[Any]) -> tuple[tuple[str, str, list[Any], Any], ...]:
-    compiled = tuple((rule["attribute"], rule["op"], list(rule["values"]), rule["value"]) for rule in rules)
-    if any(op not in RULE_OPS or not isinstance(attribute, str) for attribute, op, _, _ in compiled):
-        raise InvalidDocumentError(f"flag {key!r} has a rule with an unknown operator")
-    return compiled
-
-
-def _seed(key: str, seed: Any) -> int | None:
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise InvalidDocumentError(f"flag {key!r} has a non-integer seed")
-    return seed
-
-
 def _attribute(name: str, unit: str | None, attributes: Mapping[str, Any] | None) -> Any:
     if attributes is not None and name in attributes:
         return attributes[name]
@@ -216,24 +175,8 @@ class FlagSet:
     __slots__ = ("environment", "revision", "flags", "raw")
 
     def __init__(self, document: Any, *, environment: str | None = None) -> None:
-        if not isinstance(document, Mapping):
-            raise InvalidDocumentError("the flag-set document is not a JSON object")
-        if document.get("format") != DOCUMENT_FORMAT:
-            raise InvalidDocumentError(f"unsupported flag-set format {document.get('format')!r}")
-        revision = document.get("revision")
-        if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
-            raise InvalidDocumentError("the flag-set document has no revision number")
-        served_for = document.get("environment")
-        if not isinstance(served_for, str):
-            raise InvalidDocumentError("the flag-set document names no environment")
-        if environment is not None and served_for != environment:
-            raise InvalidDocumentError(
-                f"the flag-set document is for environment {served_for!r}, not {environment!r}"
-            )
-        flags = document.get("flags")
-        if not isinstance(flags, Mapping):
-            raise InvalidDocumentError("the flag-set document has no flags object")
-        self.environment = served_for
-        self.revision = revision
-        self.flags = {str(key): CompiledFlag(str(key), spec) for key, spec in flags.items()}
+        check_document(document, environment=environment)
+        self.environment = document["environment"]
+        self.revision = document["revision"]
+        self.flags = {str(key): CompiledFlag(str(key), spec) for key, spec in document["flags"].items()}
         self.raw = document

@@ -7,6 +7,7 @@ Only the standard library is imported here; zstandard and boto3 load when first 
 
 from .bag import StateBag
 from .codec import ZstdDictionary, train_dictionary
+from .config import META_KEY
 from .errors import (
     BlobNotFoundError,
     BlobTooLargeError,
@@ -22,7 +23,7 @@ from .errors import (
     UnknownDictionaryError,
 )
 from .factory import get_hydrator, reset_hydrators, store_from_url
-from .hydrator import META_KEY, DehydrationResult, StateHydrator
+from .hydrator import DehydrationResult, StateHydrator
 from .manifests import ManifestDraft, ManifestRecord, ManifestStore, PackWrite, manifest_hash
 from .stores import BlobStore, CountingStore, LocalFolderStore, MemoryStore
 from .temperature import Temperature, TemperatureRegistry

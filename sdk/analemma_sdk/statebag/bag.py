@@ -1,15 +1,20 @@
-"""The lazy state bag hydrate() returns: a mapping that fetches a field on first access."""
+"""The lazy state bag hydrate() returns: a mapping that fetches a field on first access.
+
+The bag knows nothing of how values are stored: it is handed something that can load a
+pointer, so reading and dehydrating can change without touching it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .canonical import canonical_json, sha256_hex
-from .pointers import BlobRef, Literal, parse_pointer
+from .pointers import BlobRef, Literal, Stored, parse_pointer
 
-if TYPE_CHECKING:
-    from .hydrator import StateHydrator
+
+class PointerLoader(Protocol):
+    def load(self, pointer: Stored) -> Any: ...
 
 
 class StateBag(MutableMapping[str, Any]):
@@ -18,11 +23,11 @@ class StateBag(MutableMapping[str, Any]):
 
     def __init__(
         self,
-        hydrator: StateHydrator,
+        loader: PointerLoader,
         stored: dict[str, Any],
         meta: dict[str, Any] | None = None,
     ) -> None:
-        self._hydrator = hydrator
+        self._loader = loader
         self._stored = stored
         self._values: dict[str, Any] = {}
         self._loaded_digests: dict[str, str] = {}
@@ -30,7 +35,9 @@ class StateBag(MutableMapping[str, Any]):
         self._deleted: set[str] = set()
         self.meta = dict(meta or {})
         # Parse every pointer now: a malformed payload fails at hydrate(), not mid-step.
-        self._pointers = {name: parse_pointer(value) for name, value in stored.items()}
+        self._pointers: dict[str, Stored | None] = {
+            name: parse_pointer(value) for name, value in stored.items()
+        }
 
     # Mapping protocol -------------------------------------------------------------
     def __getitem__(self, name: str) -> Any:
@@ -44,7 +51,7 @@ class StateBag(MutableMapping[str, Any]):
         elif isinstance(pointer, Literal):
             value = pointer.value
         else:
-            value = self._hydrator.load(pointer)
+            value = self._loader.load(pointer)
         self._values[name] = value
         # A blob's digest is already its canonical digest; anything else is hashed once here.
         self._loaded_digests[name] = (
@@ -94,6 +101,15 @@ class StateBag(MutableMapping[str, Any]):
 
     def stored_form(self, name: str) -> Any:
         return self._stored[name]
+
+    def pointer(self, name: str) -> Stored | None:
+        """The pointer the field was hydrated with; None for a plain value or a field that
+        was not in the payload. Assignments since do not change it."""
+        return self._pointers.get(name)
+
+    def pointers(self) -> dict[str, Stored]:
+        """Every field hydrated as a pointer, by name (as hydrated, like ``pointer``)."""
+        return {name: pointer for name, pointer in self._pointers.items() if pointer is not None}
 
     def untouched(self, name: str) -> bool:
         """True when the field was never read nor written: its stored form can be reused."""

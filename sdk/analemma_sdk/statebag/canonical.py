@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import Any
+from typing import Any, TypeGuard
 
 from .errors import InvalidValueError
 
@@ -25,7 +25,7 @@ def _load_orjson() -> Any:
     if not _orjson_checked:
         _orjson_checked = True
         try:
-            import orjson  # noqa: PLC0415 - optional accelerator, imported on first use
+            import orjson  # optional accelerator, imported on first use
 
             _orjson = orjson
         except ImportError:
@@ -100,7 +100,7 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def is_digest(text: object) -> bool:
+def is_digest(text: object) -> TypeGuard[str]:
     return (
         isinstance(text, str) and len(text) == _DIGEST_HEX_LEN and all(c in "0123456789abcdef" for c in text)
     )

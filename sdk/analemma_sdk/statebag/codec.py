@@ -16,6 +16,7 @@ import zlib
 from typing import Any
 
 from .._record import Record
+from ..flags.spec import ZSTD_LEVEL_DEFAULT, ZSTD_LEVEL_MAX, ZSTD_LEVEL_MIN
 from .canonical import sha256_hex
 from .errors import (
     CodecUnavailableError,
@@ -30,9 +31,10 @@ GZIP = "gzip"
 ZSTD = "zstd"
 CODECS = frozenset({RAW, GZIP, ZSTD})
 
-MIN_ZSTD_LEVEL = 1
-MAX_ZSTD_LEVEL = 22
-DEFAULT_ZSTD_LEVEL = 3
+# The level's bounds are the flag's (the service refuses a zstd_level flag outside them).
+MIN_ZSTD_LEVEL = ZSTD_LEVEL_MIN
+MAX_ZSTD_LEVEL = ZSTD_LEVEL_MAX
+DEFAULT_ZSTD_LEVEL = ZSTD_LEVEL_DEFAULT
 GZIP_LEVEL = 6
 # Values below this many bytes gain nothing from compression and are stored raw; a trained
 # dictionary makes even short values worth compressing.
@@ -49,7 +51,7 @@ def load_zstandard() -> Any | None:
     global _zstd, _zstd_state
     if _zstd_state == "unchecked":
         try:
-            import zstandard  # noqa: PLC0415 - optional, heavy: imported on first use
+            import zstandard
 
             _zstd, _zstd_state = zstandard, "present"
         except ImportError:
@@ -109,12 +111,12 @@ class Compressor:
     def __init__(
         self,
         codec: str = ZSTD,
-        level: int = DEFAULT_ZSTD_LEVEL,
+        zstd_level: int = DEFAULT_ZSTD_LEVEL,
         dictionary: ZstdDictionary | None = None,
     ) -> None:
         if codec not in CODECS:
             raise ValueError(f"unknown codec {codec!r}")
-        self.level = validate_level(level)
+        self.zstd_level = validate_level(zstd_level)
         self.dictionary = dictionary
         self.codec = codec
         self._zstd_compressor: Any = None
@@ -139,7 +141,7 @@ class Compressor:
     def _zstd(self) -> Any:
         if self._zstd_compressor is None:
             zstandard = _require_zstandard()
-            kwargs: dict[str, Any] = {"level": self.level, "write_content_size": True}
+            kwargs: dict[str, Any] = {"level": self.zstd_level, "write_content_size": True}
             if self.dictionary is not None:
                 kwargs["dict_data"] = self.dictionary._zstd_dict()
             self._zstd_compressor = zstandard.ZstdCompressor(**kwargs)

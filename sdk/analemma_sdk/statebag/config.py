@@ -24,24 +24,16 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from ..flags.spec import SDK_FLAGS
 from . import metrics
 from .codec import DEFAULT_ZSTD_LEVEL, validate_level
 
 logger = logging.getLogger("analemma_sdk.statebag")
 
-FIELDS = ("use_batching", "use_zstd", "zstd_level", "use_2pc")
-ENV_NAMES = {
-    "use_batching": "USE_BATCHING",
-    "use_zstd": "USE_ZSTD",
-    "zstd_level": "ZSTD_LEVEL",
-    "use_2pc": "USE_2PC",
-}
-DEFAULTS: dict[str, Any] = {
-    "use_batching": False,
-    "use_zstd": False,
-    "zstd_level": DEFAULT_ZSTD_LEVEL,
-    "use_2pc": False,
-}
+# The configuration is the SDK's own flags; each has an environment variable of its name.
+FIELDS = tuple(SDK_FLAGS)
+ENV_NAMES = {name: name.upper() for name in FIELDS}
+DEFAULTS: dict[str, Any] = {name: declared["default"] for name, declared in SDK_FLAGS.items()}
 META_KEY = "__statebag__"
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -115,9 +107,9 @@ def event_meta(event: Any) -> dict[str, Any]:
 def unit_from_event(event: Any) -> str | None:
     """The execution id of an event: from its payload metadata, else an ``execution_id``
     (or ``executionId``/``ExecutionId``) at the root or in ``state_data``."""
-    meta = event_meta(event)
-    if isinstance(meta.get("execution"), str):
-        return meta["execution"]
+    execution = event_meta(event).get("execution")
+    if isinstance(execution, str):
+        return execution
     if not isinstance(event, Mapping):
         return None
     for where in (event, event.get("state_data")):
@@ -128,20 +120,39 @@ def unit_from_event(event: Any) -> str | None:
     return None
 
 
-def _pinned(event: Any, unit: str | None) -> dict[str, Any]:
-    meta = event_meta(event)
-    tag = meta.get("cfg")
-    if unit is None or meta.get("execution") != unit or not isinstance(tag, list) or len(tag) != 4:
+def config_tag(*, use_batching: bool, use_zstd: bool, zstd_level: int, use_2pc: bool) -> dict[str, Any]:
+    """The configuration as each payload records it (``meta["cfg"]``), keyed by field name."""
+    return {"use_batching": use_batching, "use_zstd": use_zstd, "zstd_level": zstd_level, "use_2pc": use_2pc}
+
+
+def read_config_tag(tag: Any) -> dict[str, Any]:
+    """The configuration a payload recorded; empty when the tag is missing or malformed.
+
+    Payloads written before the tag was keyed carry it positionally as
+    ``[batching, zstd, level, 2pc]`` (ints); executions still running then must keep their
+    configuration, so that form is read too."""
+    if isinstance(tag, list) and len(tag) == len(FIELDS):
+        values = dict(zip(FIELDS, tag, strict=True))
+    elif isinstance(tag, Mapping) and all(name in tag for name in FIELDS):
+        values = {name: tag[name] for name in FIELDS}
+    else:
         return {}
     try:
         return {
-            "use_batching": bool(tag[0]),
-            "use_zstd": bool(tag[1]),
-            "zstd_level": validate_level(int(tag[2])),
-            "use_2pc": bool(tag[3]),
+            "use_batching": bool(values["use_batching"]),
+            "use_zstd": bool(values["use_zstd"]),
+            "zstd_level": validate_level(int(values["zstd_level"])),
+            "use_2pc": bool(values["use_2pc"]),
         }
     except (TypeError, ValueError):
         return {}
+
+
+def _pinned(event: Any, unit: str | None) -> dict[str, Any]:
+    meta = event_meta(event)
+    if unit is None or meta.get("execution") != unit:
+        return {}
+    return read_config_tag(meta.get("cfg"))
 
 
 def _from_flags(flags: Any, unit: str | None) -> tuple[dict[str, Any], int | None]:
@@ -155,7 +166,7 @@ def _from_flags(flags: Any, unit: str | None) -> tuple[dict[str, Any], int | Non
             "use_2pc": flags.bool("use_2pc", unit=unit, default=False),
         }
         return values, getattr(flags, "revision", None)
-    except Exception as exc:  # noqa: BLE001 - flags must never break a dehydration
+    except Exception as exc:  # flags must never break a dehydration
         metrics.increment("statebag_flags_unavailable_total")
         logger.warning("flag set unusable (%s): using the legacy configuration", exc)
         return {}, None
@@ -163,7 +174,7 @@ def _from_flags(flags: Any, unit: str | None) -> tuple[dict[str, Any], int | Non
 
 def zstd_available() -> bool:
     try:
-        import zstandard  # noqa: F401, PLC0415 - loaded now because zstd is about to be used
+        import zstandard  # noqa: F401 - loaded now because zstd is about to be used
     except ImportError:
         return False
     return True

@@ -12,46 +12,21 @@ import threading
 from typing import Any
 
 from .config import resolve_config
-from .stores import BlobStore, LocalFolderStore
+from .hydrator import StateHydrator
+from .manifests import ManifestStore
+from .store_urls import default_store, reset_default_store, store_from_url
+from .stores import BlobStore
+
+# default_store and store_from_url live in store_urls.py (the hydrator needs the default store
+# too); they are still reached from here, as before.
+__all__ = ["default_manifest_store", "default_store", "get_hydrator", "reset_hydrators", "store_from_url"]
 
 _lock = threading.Lock()
-_hydrators: dict[tuple[Any, ...], Any] = {}
-_default_store: BlobStore | None = None
-_default_manifest_store: Any = None
+_hydrators: dict[tuple[Any, ...], StateHydrator] = {}
+_default_manifest_store: ManifestStore | None = None
 
 
-def store_from_url(url: str) -> BlobStore:
-    """``file:///path`` or a bare path for a local folder; ``s3://bucket/prefix`` for S3
-    (endpoint from AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, as boto3 reads them)."""
-    if url.startswith("s3://"):
-        from .s3 import S3Store  # noqa: PLC0415 - boto3 only when S3 is configured
-
-        bucket, _, prefix = url[len("s3://") :].partition("/")
-        if not bucket:
-            raise ValueError(f"store URL {url!r} names no bucket")
-        return S3Store(bucket, prefix)
-    if url.startswith("file://"):
-        url = url[len("file://") :]
-    if not url:
-        raise ValueError("store URL names no folder")
-    return LocalFolderStore(url)
-
-
-def default_store() -> BlobStore:
-    """The store named by STATEBAG_STORE_URL, else a folder in the temp dir (writable on Lambda)."""
-    global _default_store
-    with _lock:
-        if _default_store is None:
-            url = os.environ.get("STATEBAG_STORE_URL")
-            if not url:
-                import tempfile  # noqa: PLC0415 - only without a configured store
-
-                url = os.path.join(tempfile.gettempdir(), "analemma-statebag")
-            _default_store = store_from_url(url)
-        return _default_store
-
-
-def default_manifest_store() -> Any:
+def default_manifest_store() -> ManifestStore | None:
     """An HttpManifestStore when STATEBAG_SERVICE_URL and STATEBAG_WRITE_KEY are set (a Lambda
     committing through the service), else None."""
     global _default_manifest_store
@@ -60,7 +35,7 @@ def default_manifest_store() -> Any:
         return None
     with _lock:
         if _default_manifest_store is None:
-            from .http_store import HttpManifestStore  # noqa: PLC0415 - http only when configured
+            from .http_store import HttpManifestStore  # http only when configured
 
             _default_manifest_store = HttpManifestStore(
                 url, key, upload=os.environ.get("STATEBAG_UPLOAD", "direct") or "direct"
@@ -79,15 +54,13 @@ def get_hydrator(
     unit: str | None = None,
     event: Any = None,
     **options: Any,
-) -> Any:
+) -> StateHydrator:
     """The shared StateHydrator for this configuration.
 
     ``flags`` (a FlagClient) with ``unit`` (the execution id), or ``event`` to read the
     execution id — and the configuration the execution already runs with — from the payload.
     Precedence, per setting: argument, environment variable, the execution's recorded
     configuration, the flag set, legacy default (see ``analemma_sdk.statebag.config``)."""
-    from .hydrator import StateHydrator  # noqa: PLC0415 - keeps the package import light
-
     config = resolve_config(
         explicit={
             "use_batching": use_batching,
@@ -116,7 +89,7 @@ def get_hydrator(
             hydrator = StateHydrator(
                 use_batching=config.use_batching,
                 use_zstd=config.use_zstd,
-                compression_level=config.zstd_level,
+                zstd_level=config.zstd_level,
                 use_2pc=config.use_2pc,
                 store=resolved_store,
                 **options,
@@ -127,8 +100,8 @@ def get_hydrator(
 
 def reset_hydrators() -> None:
     """Forget shared hydrators and default stores (tests, or after changing the env)."""
-    global _default_store, _default_manifest_store
+    global _default_manifest_store
     with _lock:
         _hydrators.clear()
-        _default_store = None
         _default_manifest_store = None
+    reset_default_store()

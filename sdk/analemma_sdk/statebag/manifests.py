@@ -8,7 +8,7 @@ store lets a Lambda do the same through the service's API.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 from .._record import Record, factory
 from .canonical import canonical_json, sha256_hex
@@ -34,7 +34,7 @@ class ManifestDraft(Record, frozen=True):
     parents: tuple[str, ...]
     entries: Mapping[str, Any]  # field -> stored form: inline value or pointer JSON
     packs: tuple[PackWrite, ...]
-    cohort: Mapping[str, Any] = factory(dict)
+    cohort: Mapping[str, Any] = factory(default_factory=dict)
     idempotency_key: str | None = None
 
 
@@ -96,7 +96,7 @@ class Prepared(Record, frozen=True):
     committed: ManifestRecord | None = None  # set when this idempotency key already committed
     # Where to upload each object instead of the caller's own store (object key -> target with
     # method, url and headers), when the manifest service hands out upload URLs.
-    uploads: Mapping[str, Mapping[str, Any]] = factory(dict)
+    uploads: Mapping[str, Mapping[str, Any]] = factory(default_factory=dict)
 
 
 class TwoPhaseManifestStore(ManifestStore, Protocol):
@@ -107,5 +107,5 @@ class TwoPhaseManifestStore(ManifestStore, Protocol):
     def abort(self, txn_id: str) -> None: ...
 
 
-def supports_two_phase(store: object) -> bool:
+def supports_two_phase(store: object) -> TypeGuard[TwoPhaseManifestStore]:
     return all(callable(getattr(store, name, None)) for name in ("prepare", "commit", "abort"))

@@ -29,8 +29,8 @@ class S3Store:
         self.bucket = bucket
         self.prefix = prefix
         if client is None:
-            import boto3  # noqa: PLC0415 - heavy: only when an S3 store is actually used
-            from botocore.config import Config  # noqa: PLC0415
+            import boto3  # heavy: only when an S3 store is used
+            from botocore.config import Config
 
             client = boto3.client(
                 "s3",

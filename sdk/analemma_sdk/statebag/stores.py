@@ -39,7 +39,7 @@ class LocalFolderStore:
     """Objects as files under one root folder; writes are atomic (temp file + rename)."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        from pathlib import Path  # noqa: PLC0415 - only for local folders, not on S3 cold starts
+        from pathlib import Path  # only for local folders, not on S3 cold starts
 
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -56,7 +56,7 @@ class LocalFolderStore:
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        import tempfile  # noqa: PLC0415 - see __init__
+        import tempfile  # see __init__
 
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:

@@ -1,0 +1,157 @@
+"""Committing a dehydration: upload its objects and record the new version.
+
+With a two-phase manifest store (and ``use_2pc``) the order is prepare -> upload -> commit,
+so the service knows what is about to be uploaded and a collector never deletes it halfway;
+otherwise upload -> record. Without a manifest store the objects are only uploaded.
+
+Only after an upload does this process remember the new packs as stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from . import metrics
+from .cache import BlobCache
+from .codec import ZstdDictionary
+from .errors import ManifestServiceUnavailableError
+from .keys import dictionary_key
+from .known import KnownDigests
+from .manifests import (
+    ManifestDraft,
+    ManifestRecord,
+    ManifestStore,
+    PrepareRequest,
+    TwoPhaseManifestStore,
+    supports_two_phase,
+)
+from .packing import Batch
+from .stores import BlobStore
+
+logger = logging.getLogger("analemma_sdk.statebag")
+
+
+class Committer:
+    def __init__(
+        self,
+        store: BlobStore,
+        cache: BlobCache,
+        known: KnownDigests,
+        *,
+        manifest_store: ManifestStore | None,
+        use_2pc: bool,
+        cohort: Mapping[str, Any],
+        dictionary: ZstdDictionary | None = None,
+    ) -> None:
+        """``dictionary``: the one frames are compressed with, saved to the store before the
+        first upload so that any reader can find it."""
+        self.store = store
+        self.cache = cache
+        self.known = known
+        self.manifest_store = manifest_store
+        self.use_2pc = use_2pc
+        self.cohort = cohort
+        self._dictionary = dictionary
+        self._dictionary_saved = False
+        self._warned_no_2pc = False
+
+    def commit(
+        self,
+        ids: tuple[str, str, str],
+        parents: tuple[str, ...],
+        batch: Batch,
+        entries: dict[str, Any],
+        idempotency_key: str | None,
+    ) -> ManifestRecord | None:
+        """The recorded version; None when there is no manifest store."""
+        owner_id, workflow_id, execution_id = ids
+        store = self.manifest_store
+        if store is None:
+            self.upload(batch, owner_id)
+            return None
+        if self.use_2pc and supports_two_phase(store):
+            prepared = store.prepare(
+                PrepareRequest(
+                    owner_id=owner_id,
+                    workflow_id=workflow_id,
+                    execution_id=execution_id,
+                    parents=parents,
+                    packs=tuple(batch.writes),
+                    reused=tuple(batch.reused),
+                    idempotency_key=idempotency_key,
+                )
+            )
+            if prepared.committed is not None:
+                return prepared.committed  # a retry of a dehydration that already committed
+            try:
+                self.upload(batch, owner_id, prepared.uploads, store)
+                return store.commit(prepared.txn_id, entries, self.cohort)
+            except ManifestServiceUnavailableError:
+                _abort_quietly(store, prepared.txn_id)
+                raise
+        if self.use_2pc:
+            self._warn_no_2pc()
+        self.upload(batch, owner_id)
+        return store.record(
+            ManifestDraft(
+                owner_id=owner_id,
+                workflow_id=workflow_id,
+                execution_id=execution_id,
+                parents=parents,
+                entries=entries,
+                packs=tuple(batch.writes),
+                cohort=self.cohort,
+                idempotency_key=idempotency_key,
+            )
+        )
+
+    def upload(
+        self,
+        batch: Batch,
+        owner_id: str,
+        targets: Mapping[str, Mapping[str, Any]] | None = None,
+        target_store: TwoPhaseManifestStore | None = None,
+    ) -> None:
+        """Upload every object, to its target when the manifest store handed one out (an upload
+        URL), else to the store."""
+        if self._dictionary is not None and batch.writes:
+            self._save_dictionary(self._dictionary)
+        for write, data, blobs in batch.items:
+            if targets and write.key in targets:
+                # Only the store that handed out the targets gets here (HttpManifestStore), and
+                # it uploads to them; upload() is not part of the two-phase protocol itself.
+                target_store.upload(targets[write.key], data)  # type: ignore[union-attr]  # see above
+            else:
+                self.store.put(write.key, data)
+            for blob in blobs:
+                assert blob.ref is not None, "upload after packing"
+                self.cache.put(blob.digest, blob.raw)
+                if write.kind == "pack":
+                    self.known.remember(owner_id, blob.ref)
+
+    def _save_dictionary(self, dictionary: ZstdDictionary) -> None:
+        if self._dictionary_saved:
+            return
+        key = dictionary_key(dictionary.dict_id)
+        if not self.store.exists(key):
+            self.store.put(key, dictionary.data)
+        self._dictionary_saved = True
+
+    def _warn_no_2pc(self) -> None:
+        metrics.increment("statebag_2pc_unavailable_total")
+        if not self._warned_no_2pc:
+            self._warned_no_2pc = True
+            logger.error(
+                "use_2pc is on but %r cannot run a two-phase commit: committing in one step",
+                self.manifest_store,
+            )
+
+
+def _abort_quietly(store: TwoPhaseManifestStore, txn_id: str) -> None:
+    """Best effort: the reaper aborts an expired transaction anyway."""
+    try:
+        store.abort(txn_id)
+    except Exception as exc:  # already failing; the reaper is the backstop
+        logger.debug("abort of %s failed: %s", txn_id, exc)

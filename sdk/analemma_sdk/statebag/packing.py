@@ -1,0 +1,101 @@
+"""Packing: encode the new blobs of a dehydration into the objects it will upload, and give
+every blob its pointer.
+
+Batched, blobs this process already knows are stored cost nothing and the rest go into one
+pack per temperature group; on the legacy path each blob is its own object, every time.
+Nothing is uploaded or remembered here: that waits for the commit.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+
+from .._record import Record, factory
+from .canonical import sha256_hex
+from .codec import Compressor
+from .keys import object_key, pack_key
+from .known import KnownDigests
+from .manifests import PackWrite
+from .packs import FrameRef, build_pack
+from .planning import PendingBlob
+from .pointers import BlobRef
+from .temperature import Temperature
+
+
+class Batch(Record):
+    """What one dehydration uploads, and the stored blobs it reuses."""
+
+    # Each object to upload: how it is recorded, its bytes, and the blobs it holds.
+    items: list[tuple[PackWrite, bytes, list[PendingBlob]]] = factory(default_factory=list)
+    reused: dict[tuple[str, str], BlobRef] = factory(default_factory=dict)  # by (key, digest)
+
+    def add(self, built: tuple[PackWrite, bytes], blobs: list[PendingBlob]) -> None:
+        self.items.append((built[0], built[1], blobs))
+
+    def extend(self, other: Batch) -> None:
+        self.items.extend(other.items)
+        self.reused.update(other.reused)
+
+    @property
+    def writes(self) -> list[PackWrite]:
+        return [write for write, _, _ in self.items]
+
+    @property
+    def new_blobs(self) -> int:
+        return sum(len(blobs) for _, _, blobs in self.items)
+
+
+class Packer:
+    def __init__(self, compressor: Compressor, known: KnownDigests, *, use_batching: bool) -> None:
+        self.compressor = compressor
+        self.known = known
+        self.use_batching = use_batching
+
+    def build(self, blobs: list[PendingBlob], owner_id: str) -> Batch:
+        batch = Batch()
+        if not self.use_batching:
+            for blob in blobs:
+                batch.add(self._build_object(owner_id, blob), [blob])
+            return batch
+        groups: dict[Temperature, dict[str, PendingBlob]] = defaultdict(dict)
+        for blob in blobs:
+            known = self.known.get(owner_id, blob.digest)
+            if known is not None:
+                blob.ref = known
+                batch.reused[(known.key, known.digest)] = known
+            else:
+                groups[blob.temperature].setdefault(blob.digest, blob)
+        for temperature in Temperature:
+            group = groups.get(temperature)
+            if group:
+                batch.add(self._build_pack(owner_id, list(group.values())), list(group.values()))
+        # A value that appears twice is packed once; its other blobs share the pointer.
+        by_digest = {b.digest: b.ref for group in groups.values() for b in group.values()}
+        for blob in blobs:
+            if blob.ref is None:
+                blob.ref = by_digest[blob.digest]
+        return batch
+
+    def _build_pack(self, owner_id: str, group: list[PendingBlob]) -> tuple[PackWrite, bytes]:
+        built = build_pack([(b.digest, len(b.raw), self.compressor.encode(b.raw)) for b in group])
+        key = pack_key(owner_id, built.digest)
+        refs = {frame.digest: _ref_from_frame(key, frame) for frame in built.frames}
+        for blob in group:
+            blob.ref = refs[blob.digest]
+        return PackWrite(key, built.digest, len(built.data), built.frames), built.data
+
+    def _build_object(self, owner_id: str, blob: PendingBlob) -> tuple[PackWrite, bytes]:
+        encoded = self.compressor.encode(blob.raw)
+        # One object per write, as on the original system: the nonce keeps any two writes apart.
+        key = object_key(owner_id, blob.digest, os.urandom(8).hex())
+        frame = FrameRef(blob.digest, 0, len(encoded.data), encoded.codec, len(blob.raw), encoded.dict_id)
+        blob.ref = BlobRef(
+            blob.digest, key, 0, len(encoded.data), encoded.codec, len(blob.raw), encoded.dict_id, whole=True
+        )
+        write = PackWrite(key, sha256_hex(encoded.data), len(encoded.data), (frame,), kind="object")
+        return write, encoded.data
+
+
+def _ref_from_frame(key: str, frame: FrameRef) -> BlobRef:
+    return BlobRef(frame.digest, key, frame.offset, frame.length, frame.codec, frame.raw_size, frame.dict_id)
