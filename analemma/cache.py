@@ -19,14 +19,16 @@ class ReusedClientRedisCacheClient(RedisCacheClient):
         self._lock = threading.Lock()
 
     def get_client(self, key: Any = None, *, write: bool = False) -> Any:
-        index = self._get_connection_pool_index(write)
+        # The pool helpers are the stock client's own, private and so not in its type stubs.
+        stock: Any = self
+        index = stock._get_connection_pool_index(write)
         client = self._clients.get(index)
         if client is None:
             with self._lock:
                 client = self._clients.get(index)
                 if client is None:
-                    pool = self._get_connection_pool(write)
-                    client = self._clients[index] = self._client(connection_pool=pool)
+                    pool = stock._get_connection_pool(write)
+                    client = self._clients[index] = stock._client(connection_pool=pool)
         return client
 
 

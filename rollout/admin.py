@@ -9,7 +9,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import QuerySet
+from django.db.models import Count, Max, Prefetch, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
@@ -17,10 +17,11 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from analemma.admin_keys import OneTimeKeyAdmin
+from analemma_sdk.flags.spec import InvalidDocumentError
+from keys.admin import OneTimeKeyAdmin
 
-from . import plans, services
-from .models import AuditEntry, Environment, Flag, FlagState, Revision, RolloutPlan, RolloutStep, SdkKey
+from . import services
+from .models import Environment, Flag, FlagState, Revision, RolloutPlan, RolloutStep, SdkKey
 
 CHANGE_PERMISSION = "rollout.change_flagstate"
 
@@ -38,16 +39,19 @@ class NoAddDeleteMixin:
 
 
 @admin.register(Environment)
-class EnvironmentAdmin(admin.ModelAdmin):
+class EnvironmentAdmin(admin.ModelAdmin[Environment]):
     list_display = ("key", "name", "current_revision", "created_at")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Environment]:
+        return super().get_queryset(request).annotate(latest_revision=Max("revisions__number"))
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    @admin.display(description=_("current revision"))
+    @admin.display(description=_("current revision"), ordering="latest_revision")
     def current_revision(self, obj: Environment) -> str:
-        revision = obj.revisions.order_by("-number").first()
-        return f"r{revision.number}" if revision else "—"
+        number = getattr(obj, "latest_revision", None)
+        return f"r{number}" if number else "—"
 
 
 class SdkKeyCreateForm(forms.Form):
@@ -56,23 +60,18 @@ class SdkKeyCreateForm(forms.Form):
 
 
 @admin.register(SdkKey)
-class SdkKeyAdmin(OneTimeKeyAdmin):
+class SdkKeyAdmin(OneTimeKeyAdmin[SdkKey]):
     list_display = ("prefix", "environment", "name", "created_by", "created_at", "last_used_at", "revoked_at")
     list_filter = ("environment", "revoked_at")
+    list_select_related = ("environment",)
     create_form = SdkKeyCreateForm
     key_element_id = "sdk-key"
 
-    def create_key(self, request: HttpRequest, data: dict[str, Any]) -> str:
-        _, raw = services.sdk_key_create(
-            environment=data["environment"], actor=_actor(request), name=data["name"]
-        )
-        return raw
-
-    def revoke_key(self, key: SdkKey, actor: str) -> None:
-        services.sdk_key_revoke(key=key, actor=actor)
+    def build_key(self, data: dict[str, Any]) -> SdkKey:
+        return SdkKey(environment=data["environment"], name=data["name"])
 
 
-class FlagStateForm(forms.ModelForm):
+class FlagStateForm(forms.ModelForm[FlagState]):
     class Meta:
         model = FlagState
         fields = (
@@ -88,7 +87,7 @@ class FlagStateForm(forms.ModelForm):
         )
 
 
-class FlagStateInline(admin.StackedInline):
+class FlagStateInline(admin.StackedInline[FlagState, Flag]):
     model = FlagState
     form = FlagStateForm
     extra = 0
@@ -124,7 +123,7 @@ class FlagStateInline(admin.StackedInline):
         return f"{obj.percentage}% → {json.dumps(obj.value)}, the rest → {json.dumps(obj.flag.default_value)}"
 
 
-class FlagAdminForm(forms.ModelForm):
+class FlagAdminForm(forms.ModelForm[Flag]):
     reason = forms.CharField(
         required=False, help_text=_("Why: recorded with the new revisions and in the audit log.")
     )
@@ -135,12 +134,16 @@ class FlagAdminForm(forms.ModelForm):
 
 
 @admin.register(Flag)
-class FlagAdmin(admin.ModelAdmin):
+class FlagAdmin(admin.ModelAdmin[Flag]):
     form = FlagAdminForm
     list_display = ("key", "kind", "owner", "states_summary")
     search_fields = ("key", "description", "owner")
     list_filter = ("kind",)
     inlines = [FlagStateInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Flag]:
+        states = FlagState.objects.select_related("environment").order_by("environment_id")
+        return super().get_queryset(request).prefetch_related(Prefetch("states", queryset=states))
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         return ("key", "kind", "default_value") if obj else ()
@@ -150,14 +153,16 @@ class FlagAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("environments"))
     def states_summary(self, obj: Flag) -> str:
-        states = obj.states.select_related("environment").order_by("environment_id")
+        states = obj.states.all()  # prefetched with their environments, in order
         return ", ".join(
             f"{s.environment}: {'on ' + str(s.percentage) + '%' if s.enabled else 'off'}" for s in states
         )
 
-    def save_model(self, request: HttpRequest, obj: Flag, form: forms.ModelForm, change: bool) -> None:
+    def save_model(self, request: HttpRequest, obj: Flag, form: forms.ModelForm[Flag], change: bool) -> None:
         if change:
-            Flag.objects.filter(pk=obj.pk).update(description=obj.description, owner=obj.owner)
+            services.flag_details_update(
+                flag=obj, actor=_actor(request), description=obj.description, owner=obj.owner
+            )
             return
         try:
             created = services.flag_create(
@@ -168,11 +173,13 @@ class FlagAdmin(admin.ModelAdmin):
                 owner=obj.owner,
                 actor=_actor(request),
             )
-        except (services.InvalidFlagDefinition, ValidationError) as exc:
+        except (InvalidDocumentError, ValidationError) as exc:
             raise ValidationError(str(exc)) from exc
         obj.pk = created.pk
 
-    def save_formset(self, request: HttpRequest, form: forms.ModelForm, formset: Any, change: bool) -> None:
+    def save_formset(
+        self, request: HttpRequest, form: forms.ModelForm[Flag], formset: Any, change: bool
+    ) -> None:
         if formset.model is not FlagState:
             return super().save_formset(request, form, formset, change)
         reason = form.cleaned_data.get("reason", "")
@@ -191,7 +198,7 @@ class FlagAdmin(admin.ModelAdmin):
                     reason=reason,
                     **changes,
                 )
-            except (services.InvalidFlagDefinition, ValidationError) as exc:
+            except (InvalidDocumentError, ValidationError) as exc:
                 messages.error(request, f"{state.environment}: {exc}")
                 continue
             formset.changed_objects.append((state, state_form.changed_data))
@@ -202,7 +209,7 @@ class FlagAdmin(admin.ModelAdmin):
 
 
 @admin.register(FlagState)
-class FlagStateAdmin(NoAddDeleteMixin, admin.ModelAdmin):
+class FlagStateAdmin(NoAddDeleteMixin, admin.ModelAdmin[FlagState]):
     list_display = ("flag", "environment", "enabled", "percentage", "value", "updated_at")
     list_filter = ("environment", "enabled")
     search_fields = ("flag__key",)
@@ -228,7 +235,7 @@ class FlagStateAdmin(NoAddDeleteMixin, admin.ModelAdmin):
 
 
 @admin.register(Revision)
-class RevisionAdmin(NoAddDeleteMixin, admin.ModelAdmin):
+class RevisionAdmin(NoAddDeleteMixin, admin.ModelAdmin[Revision]):
     list_display = (
         "environment",
         "number",
@@ -239,6 +246,7 @@ class RevisionAdmin(NoAddDeleteMixin, admin.ModelAdmin):
         "created_at",
     )
     list_filter = ("environment", "created_by")
+    list_select_related = ("environment",)
     search_fields = ("reason", "created_by")
     readonly_fields = (
         "environment",
@@ -299,18 +307,7 @@ class RevisionAdmin(NoAddDeleteMixin, admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:rollout_revision_change", args=[revision.pk]))
 
 
-@admin.register(AuditEntry)
-class AuditEntryAdmin(NoAddDeleteMixin, admin.ModelAdmin):
-    list_display = ("created_at", "actor", "action", "target", "environment")
-    list_filter = ("action", "environment", "actor")
-    search_fields = ("target", "actor")
-    readonly_fields = ("created_at", "actor", "action", "target", "environment", "detail")
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-class RolloutStepInline(admin.TabularInline):
+class RolloutStepInline(admin.TabularInline[RolloutStep, RolloutPlan]):
     model = RolloutStep
     extra = 1
     fields = (
@@ -326,9 +323,10 @@ class RolloutStepInline(admin.TabularInline):
 
 
 @admin.register(RolloutPlan)
-class RolloutPlanAdmin(admin.ModelAdmin):
+class RolloutPlanAdmin(admin.ModelAdmin[RolloutPlan]):
     list_display = ("name", "flag", "status", "progress", "updated_at")
     list_filter = ("status",)
+    list_select_related = ("flag",)
     readonly_fields = ("status", "baseline", "reason", "created_by", "created_at", "updated_at")
     inlines = [RolloutStepInline]
     actions = ["start", "pause", "resume", "abort"]
@@ -336,16 +334,26 @@ class RolloutPlanAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return obj is None or obj.status == RolloutPlan.Status.DRAFT
 
-    def save_model(self, request: HttpRequest, obj: RolloutPlan, form: forms.ModelForm, change: bool) -> None:
+    def save_model(
+        self, request: HttpRequest, obj: RolloutPlan, form: forms.ModelForm[RolloutPlan], change: bool
+    ) -> None:
         if not change:
             obj.created_by = _actor(request)
         super().save_model(request, obj, form, change)
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[RolloutPlan]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                step_count=Count("steps"),
+                steps_done=Count("steps", filter=Q(steps__applied_at__isnull=False)),
+            )
+        )
+
     @admin.display(description=_("progress"))
     def progress(self, obj: RolloutPlan) -> str:
-        steps = list(obj.steps.all())
-        done = sum(1 for s in steps if s.applied_at)
-        return f"{done}/{len(steps)} steps"
+        return f"{getattr(obj, 'steps_done', 0)}/{getattr(obj, 'step_count', 0)} steps"
 
     def _run(self, request: HttpRequest, queryset: QuerySet[RolloutPlan], operation: Any, verb: str) -> None:
         done = 0
@@ -353,7 +361,7 @@ class RolloutPlanAdmin(admin.ModelAdmin):
             try:
                 operation(plan=plan, actor=_actor(request))
                 done += 1
-            except plans.PlanStateError as exc:
+            except services.PlanStateError as exc:
                 self.message_user(request, f"{plan}: {exc}", messages.WARNING)
         self.message_user(
             request,
@@ -362,18 +370,18 @@ class RolloutPlanAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Start selected plans"), permissions=["change"])
     def start(self, request: HttpRequest, queryset: QuerySet[RolloutPlan]) -> None:
-        self._run(request, queryset, plans.plan_start, "started")
+        self._run(request, queryset, services.plan_start, "started")
 
     @admin.action(description=_("Pause selected plans"), permissions=["change"])
     def pause(self, request: HttpRequest, queryset: QuerySet[RolloutPlan]) -> None:
-        self._run(request, queryset, plans.plan_pause, "paused")
+        self._run(request, queryset, services.plan_pause, "paused")
 
     @admin.action(description=_("Resume selected plans"), permissions=["change"])
     def resume(self, request: HttpRequest, queryset: QuerySet[RolloutPlan]) -> None:
-        self._run(request, queryset, plans.plan_resume, "resumed")
+        self._run(request, queryset, services.plan_resume, "resumed")
 
     @admin.action(
         description=_("Abort selected plans (restore the revisions from before)"), permissions=["change"]
     )
     def abort(self, request: HttpRequest, queryset: QuerySet[RolloutPlan]) -> None:
-        self._run(request, queryset, plans.plan_abort, "aborted")
+        self._run(request, queryset, services.plan_abort, "aborted")

@@ -1,33 +1,42 @@
-"""GET /api/v1/flagset: the SDK key's environment's current revision, from the cache."""
+"""GET /api/v1/flagset: the SDK key's environment's current revision, from the cache.
+
+A plain Django view, not part of the typed API layer: SDK fleets poll it, so it and its WSGI
+fast path (rollout.fastpath) stay as lean as they are. The generated API description still
+describes it (see analemma.api)."""
 
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 
-from . import documents, services
+from core.api import error_response
+from keys.services import key_note_use, key_scope
+from keys.tokens import bearer_key
+
+from .models import SdkKey
+from .services.documents import conditional, document_cached, document_publish_latest
 
 
 def _unauthorized() -> JsonResponse:
     # The same answer for missing, malformed, unknown and revoked keys: nothing to learn from it.
-    response = JsonResponse({"error": "unauthorized"}, status=401)
+    response = error_response(401, "unauthorized", "unauthorized")
     response["WWW-Authenticate"] = 'Bearer realm="flagset"'
     return response
 
 
 @require_GET
 def flagset(request: HttpRequest) -> HttpResponse:
-    raw = services.bearer_key(request.headers.get("Authorization", ""))
-    if raw is None:
+    raw = bearer_key(request.headers.get("Authorization", ""))
+    environment = key_scope(model=SdkKey, raw=raw) if raw else None
+    if raw is None or environment is None:
         return _unauthorized()
-    environment = services.sdk_key_environment(raw)
-    if environment is None:
-        return _unauthorized()
-    services.sdk_key_note_use(raw)
-    entry = documents.cached(environment) or documents.publish_latest(environment)
+    key_note_use(model=SdkKey, raw=raw)
+    entry = document_cached(environment_key=environment) or document_publish_latest(
+        environment_key=environment
+    )
     if entry is None:
-        return JsonResponse({"error": "this environment has no flag set yet"}, status=404)
-    status, headers, body = documents.conditional(entry, request.headers.get("If-None-Match", ""))
+        return error_response(404, "this environment has no flag set yet")
+    status, headers, body = conditional(entry, request.headers.get("If-None-Match", ""))
     response = HttpResponse(body, status=status)
     for name, value in headers:
         response[name] = value

@@ -17,7 +17,11 @@ from typing import Any
 
 from django.conf import settings
 
-from . import documents, services
+from keys.services import key_note_use, key_scope_cached
+from keys.tokens import bearer_key
+
+from .models import SdkKey
+from .services.documents import conditional, document_cached
 
 PATH = "/api/v1/flagset"
 _STATUS = {200: "200 OK", 304: "304 Not Modified"}
@@ -28,12 +32,13 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 class _Memo:
     """Values read from the shared cache, kept for a short time in this process."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float]) -> None:
         self._entries: dict[str, tuple[float, Any]] = {}
+        self._clock = clock
 
     def get(self, key: str, load: Callable[[], Any]) -> Any:
         ttl = getattr(settings, "ROLLOUT_FASTPATH_MEMO_SECONDS", 1.0)
-        now = time.monotonic()
+        now = self._clock()
         hit = self._entries.get(key)
         if hit is not None and now - hit[0] < ttl:
             return hit[1]
@@ -46,9 +51,9 @@ class _Memo:
 
 
 class FlagsetFastPath:
-    def __init__(self, app: WSGIApp) -> None:
+    def __init__(self, app: WSGIApp, clock: Callable[[], float] = time.monotonic) -> None:
         self.app = app
-        self._memo = _Memo()
+        self._memo = _Memo(clock)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         answer = self._answer(environ) if environ.get("PATH_INFO") == PATH else None
@@ -64,17 +69,17 @@ class FlagsetFastPath:
         host = environ.get("HTTP_HOST", "").rsplit(":", 1)[0]
         if host not in settings.ALLOWED_HOSTS and "*" not in settings.ALLOWED_HOSTS:
             return None
-        raw = services.bearer_key(environ.get("HTTP_AUTHORIZATION", ""))
+        raw = bearer_key(environ.get("HTTP_AUTHORIZATION", ""))
         if raw is None:
             return None
-        environment = self._memo.get("key:" + raw, lambda: services.sdk_key_environment_cached(raw))
+        environment = self._memo.get("key:" + raw, lambda: key_scope_cached(model=SdkKey, raw=raw))
         if not environment:
             return None
-        entry = self._memo.get("env:" + environment, lambda: documents.cached(environment))
+        entry = self._memo.get("env:" + environment, lambda: document_cached(environment_key=environment))
         if entry is None:
             return None
-        services.sdk_key_note_use(raw)
-        status, headers, body = documents.conditional(entry, environ.get("HTTP_IF_NONE_MATCH", ""))
+        key_note_use(model=SdkKey, raw=raw)
+        status, headers, body = conditional(entry, environ.get("HTTP_IF_NONE_MATCH", ""))
         return _STATUS[status], headers, body
 
     def _secure_enough(self, environ: dict[str, Any]) -> bool:

@@ -1,5 +1,6 @@
 """Feature flags per environment, immutable revisions of each environment's flag set, SDK
-keys and the audit log (DESIGN.md section 6). Writes go through rollout.services."""
+keys and rollout plans (DESIGN.md section 6). Writes go through rollout.services; the audit
+log is the audit app's."""
 
 from __future__ import annotations
 
@@ -7,11 +8,10 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.db.models import Q
 
-from analemma.secret_keys import SecretKey
+from analemma_sdk.flags.spec import KEY_HELP, KEY_PATTERN, sdk_key_compose
+from keys.models import SecretKey
 
-slug = RegexValidator(
-    r"^[a-z0-9][a-z0-9_.-]{0,63}$", "lowercase letters, digits, _ . - (start with a letter or digit)"
-)
+slug = RegexValidator(KEY_PATTERN, KEY_HELP)
 
 
 class Environment(models.Model):
@@ -27,7 +27,11 @@ class Environment(models.Model):
 
 
 class SdkKey(SecretKey):
-    """Read-only key for one environment. Only a hash is stored; the key is shown once."""
+    """Read-only key for one environment: ``ask_<environment>_<secret>``. Only a hash is
+    stored; the key is shown once."""
+
+    kind = "sdk_key"
+    scope_field = "environment__key"
 
     environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="sdk_keys")
 
@@ -37,9 +41,21 @@ class SdkKey(SecretKey):
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.environment})"
 
+    def compose(self, secret: str) -> str:
+        return sdk_key_compose(self.environment.key, secret)
+
+    def prefix_of(self, raw: str) -> str:
+        return raw[: len(sdk_key_compose(self.environment.key, "")) + 6]
+
+    def scope(self) -> str:
+        return self.environment.key
+
+    def audit_environment(self) -> str:
+        return self.environment.key
+
 
 class Flag(models.Model):
-    class Kind(models.TextChoices):
+    class Kind(models.TextChoices):  # the document's kinds (analemma_sdk.flags.spec.KINDS)
         BOOLEAN = "boolean", "Boolean"
         STRING = "string", "String"
         NUMBER = "number", "Number"
@@ -127,24 +143,6 @@ class Revision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.environment} r{self.number}"
-
-
-class AuditEntry(models.Model):
-    environment = models.ForeignKey(
-        Environment, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    actor = models.CharField(max_length=150, blank=True, default="")
-    action = models.CharField(max_length=64, db_index=True)
-    target = models.CharField(max_length=200, blank=True, default="")
-    detail = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-        verbose_name_plural = "audit entries"
-
-    def __str__(self) -> str:
-        return f"{self.action} {self.target}"
 
 
 class RolloutPlan(models.Model):

@@ -3,20 +3,19 @@ Manifests and blobs are immutable, so nothing here can add, change or delete the
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
-from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.template.response import TemplateResponse
+from django.db.models import Count, Model, QuerySet
+from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
-from analemma.admin_keys import OneTimeKeyAdmin
+from keys.admin import OneTimeKeyAdmin
 
+from .conf import statebag_settings
 from .models import (
     Blob,
     CommitTransaction,
@@ -29,12 +28,15 @@ from .models import (
     Pack,
     Pin,
     WriteKey,
+    validate_owner_id,
 )
 from .services import manifest_chain
-from .services.write_keys import write_key_create, write_key_revoke
+
+M = TypeVar("M", bound=Model)
+P = TypeVar("P", bound=Model)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(admin.ModelAdmin[M]):
     """Shows readonly_fields, in order, and allows no add, change or delete."""
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
@@ -50,7 +52,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-class ReadOnlyInline(admin.TabularInline):
+class ReadOnlyInline(admin.TabularInline[M, P]):
     extra = 0
     can_delete = False
     show_change_link = True
@@ -71,7 +73,7 @@ def _link(obj: Any, text: str) -> str:
     )
 
 
-class ManifestInline(ReadOnlyInline):
+class ManifestInline(ReadOnlyInline[Manifest, Execution]):
     model = Manifest
     fields = ("version", "hash", "raw_bytes", "created_at")
     readonly_fields = fields
@@ -79,7 +81,7 @@ class ManifestInline(ReadOnlyInline):
 
 
 @admin.register(Execution)
-class ExecutionAdmin(ReadOnlyAdmin):
+class ExecutionAdmin(ReadOnlyAdmin[Execution]):
     list_display = ("execution_id", "owner_id", "workflow_id", "status", "head_version", "updated_at")
     list_filter = ("status", "workflow_id")
     search_fields = ("execution_id", "owner_id", "workflow_id")
@@ -107,7 +109,7 @@ class ExecutionAdmin(ReadOnlyAdmin):
         return _link(obj.head, f"v{obj.head.version} {obj.head.hash[:16]}") if obj.head else "—"
 
 
-class EntryInline(ReadOnlyInline):
+class EntryInline(ReadOnlyInline[ManifestEntry, Manifest]):
     model = ManifestEntry
     fields = ("field", "kind", "digest", "stored")
     readonly_fields = fields
@@ -115,7 +117,7 @@ class EntryInline(ReadOnlyInline):
 
 
 @admin.register(Manifest)
-class ManifestAdmin(ReadOnlyAdmin):
+class ManifestAdmin(ReadOnlyAdmin[Manifest]):
     list_display = (
         "__str__",
         "short_hash",
@@ -145,15 +147,20 @@ class ManifestAdmin(ReadOnlyAdmin):
     inlines = [EntryInline]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Manifest]:
-        return super().get_queryset(request).select_related("execution")
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("execution")
+            .annotate(parent_total=Count("parent_links"))
+        )
 
     @admin.display(description=_("hash"))
     def short_hash(self, obj: Manifest) -> str:
         return obj.hash[:16]
 
-    @admin.display(description=_("parents"))
+    @admin.display(description=_("parents"), ordering="parent_total")
     def parent_count(self, obj: Manifest) -> int:
-        return obj.parent_links.count()
+        return int(getattr(obj, "parent_total", 0))
 
     @admin.display(description=_("hash chain (newest first)"))
     def chain(self, obj: Manifest) -> str:
@@ -183,7 +190,7 @@ class ManifestAdmin(ReadOnlyAdmin):
         return format_html_join(", ", "{}", ((_link(c, f"v{c.version}"),) for c in children))
 
 
-class BlobInline(ReadOnlyInline):
+class BlobInline(ReadOnlyInline[Blob, Pack]):
     model = Blob
     fields = ("digest", "offset", "length", "codec", "raw_size", "dict_id")
     readonly_fields = fields
@@ -191,19 +198,22 @@ class BlobInline(ReadOnlyInline):
 
 
 @admin.register(Pack)
-class PackAdmin(ReadOnlyAdmin):
+class PackAdmin(ReadOnlyAdmin[Pack]):
     list_display = ("key", "owner_id", "kind", "size", "blob_count", "created_at")
     list_filter = ("kind",)
     search_fields = ("key", "owner_id", "digest")
     readonly_fields = ("key", "owner_id", "kind", "digest", "size", "created_at")
     inlines = [BlobInline]
 
-    @admin.display(description=_("blobs"))
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Pack]:
+        return super().get_queryset(request).annotate(blob_total=Count("blobs"))
+
+    @admin.display(description=_("blobs"), ordering="blob_total")
     def blob_count(self, obj: Pack) -> int:
-        return obj.blobs.count()
+        return int(getattr(obj, "blob_total", 0))
 
 
-class PinInline(ReadOnlyInline):
+class PinInline(ReadOnlyInline[Pin, CommitTransaction]):
     model = Pin
     fields = ("pack", "digest", "created_at")
     readonly_fields = fields
@@ -211,7 +221,7 @@ class PinInline(ReadOnlyInline):
 
 
 @admin.register(CommitTransaction)
-class CommitTransactionAdmin(ReadOnlyAdmin):
+class CommitTransactionAdmin(ReadOnlyAdmin[CommitTransaction]):
     list_display = ("id", "execution_id", "owner_id", "state", "expires_at", "created_at", "finished_at")
     list_filter = ("state",)
     search_fields = ("id", "execution_id", "owner_id", "idempotency_key")
@@ -234,9 +244,9 @@ class CommitTransactionAdmin(ReadOnlyAdmin):
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
-    ) -> TemplateResponse:
+    ) -> HttpResponse:
         # A guarantee asked for but not delivered must be visible, not silent.
-        if settings.STATEBAG["USE_2PC"]:
+        if statebag_settings().use_2pc:
             direct = Manifest.objects.filter(committed_via="direct").count()
             if direct:
                 self.message_user(
@@ -245,11 +255,11 @@ class CommitTransactionAdmin(ReadOnlyAdmin):
                     % {"count": direct},
                     messages.WARNING,
                 )
-        return super().changelist_view(request, extra_context)  # type: ignore[return-value]
+        return super().changelist_view(request, extra_context)
 
 
 @admin.register(Pin)
-class PinAdmin(ReadOnlyAdmin):
+class PinAdmin(ReadOnlyAdmin[Pin]):
     list_display = ("pack", "digest", "transaction", "transaction_state", "created_at")
     list_filter = ("transaction__state",)
     search_fields = ("digest", "pack__key")
@@ -263,7 +273,7 @@ class PinAdmin(ReadOnlyAdmin):
 
 
 @admin.register(GCRun)
-class GCRunAdmin(ReadOnlyAdmin):
+class GCRunAdmin(ReadOnlyAdmin[GCRun]):
     list_display = (
         "kind",
         "started_at",
@@ -290,9 +300,10 @@ class GCRunAdmin(ReadOnlyAdmin):
 
 
 @admin.register(DehydrationJob)
-class DehydrationJobAdmin(ReadOnlyAdmin):
+class DehydrationJobAdmin(ReadOnlyAdmin[DehydrationJob]):
     list_display = ("id", "execution_id", "owner_id", "status", "attempts", "manifest", "created_at")
     list_filter = ("status",)
+    list_select_related = ("manifest__execution",)
     search_fields = ("id", "execution_id", "owner_id")
     readonly_fields = (
         "id",
@@ -312,32 +323,26 @@ class DehydrationJobAdmin(ReadOnlyAdmin):
 
 
 @admin.register(CompressionDictionary)
-class CompressionDictionaryAdmin(ReadOnlyAdmin):
+class CompressionDictionaryAdmin(ReadOnlyAdmin[CompressionDictionary]):
     list_display = ("workflow_id", "dict_id", "size", "samples", "sample_bytes", "active", "created_at")
     list_filter = ("active",)
     search_fields = ("workflow_id", "dict_id")
 
 
 class WriteKeyCreateForm(forms.Form):
-    owner_id = forms.RegexField(
-        regex=r"^[A-Za-z0-9._-]{1,128}$", help_text=_("The owner this key commits for.")
+    owner_id = forms.CharField(
+        max_length=128, validators=[validate_owner_id], help_text=_("The owner this key commits for.")
     )
     name = forms.CharField(required=False, max_length=128)
 
 
 @admin.register(WriteKey)
-class WriteKeyAdmin(OneTimeKeyAdmin):
+class WriteKeyAdmin(OneTimeKeyAdmin[WriteKey]):
     list_display = ("prefix", "owner_id", "name", "created_by", "created_at", "last_used_at", "revoked_at")
     list_filter = ("revoked_at",)
     search_fields = ("owner_id", "prefix", "name")
     create_form = WriteKeyCreateForm
     key_element_id = "write-key"
 
-    def create_key(self, request: HttpRequest, data: dict[str, Any]) -> str:
-        _, raw = write_key_create(
-            owner_id=data["owner_id"], actor=request.user.get_username(), name=data["name"]
-        )
-        return raw
-
-    def revoke_key(self, key: WriteKey, actor: str) -> None:
-        write_key_revoke(key=key, actor=actor)
+    def build_key(self, data: dict[str, Any]) -> WriteKey:
+        return WriteKey(owner_id=data["owner_id"], name=data["name"])

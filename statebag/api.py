@@ -1,37 +1,113 @@
-"""HTTP API of the state bag: submit a state for dehydration, poll the job."""
+"""The statebag's HTTP API, on the typed layer (django-ninja): request bodies are validated
+from statebag.schemas before a service runs, and every refusal is a JSON error with a code.
+
+* Dehydration jobs, for pipelines with a Django session and the model permissions.
+* The two-phase commit for clients that write their own packs (Lambdas through the SDK's
+  HttpManifestStore), authenticated by an owner-scoped write key; no session, so no CSRF.
+* Uploads to the service's own store, authenticated by the signed token in their URL.
+"""
 
 from __future__ import annotations
 
-import json
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+from uuid import UUID
 
-from django.http import HttpRequest, JsonResponse
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from ninja import Router, Status
+from ninja.security import SessionAuth
 
 from analemma_sdk.statebag import InvalidKeyError
+from analemma_sdk.statebag.errors import ManifestConflictError, StaleReferenceError
+from core.api import ApiError, ErrorOut
+from keys.auth import KeyBearer
 
-from .models import DehydrationJob
+from .conf import statebag_settings
+from .errors import DanglingPointerError, TransactionAbortedError
+from .models import DehydrationJob, WriteKey
+from .schemas import (
+    AbortedOut,
+    CommitIn,
+    JobIn,
+    JobOut,
+    ManifestOut,
+    ManifestRecordOut,
+    PreparedOut,
+    PrepareIn,
+    StoredOut,
+)
+from .services import remote
 from .services.jobs import job_submit
+from .tasks import run_dehydration_job as run_dehydration_job_task
+
+router = Router(tags=["statebag"])
+write_key = KeyBearer(WriteKey, "a valid write key is required")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_COMMON = {400: ErrorOut, 401: ErrorOut}
+_SCOPED = {**_COMMON, 403: ErrorOut, 404: ErrorOut}
+_COMMITTING = {**_SCOPED, 409: ErrorOut, 410: ErrorOut}
 
 
-def _error(status: int, message: str) -> JsonResponse:
-    return JsonResponse({"error": message}, status=status)
+def _owner(request: HttpRequest) -> str:
+    """The owner of the write key that authenticated the request."""
+    owner: str = request.auth  # type: ignore[attr-defined]  # set by the typed layer's auth
+    return owner
 
 
-def _denied(request: HttpRequest, permission: str) -> JsonResponse | None:
-    if not request.user.is_authenticated:
-        return _error(401, "authentication required")
-    if not request.user.has_perm(permission):
-        return _error(403, f"missing permission {permission}")
-    return None
+def _answers_errors(view: Callable[P, R]) -> Callable[P, R]:
+    """The state bag's typed errors, as the API answers them."""
+
+    @functools.wraps(view)
+    def wrapped(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return view(*args, **kwargs)
+        except PermissionError as exc:
+            raise ApiError(403, "forbidden", str(exc)) from None
+        except (remote.RemoteRequestError, InvalidKeyError) as exc:
+            raise ApiError(400, "invalid_request", str(exc)) from None
+        except remote.UploadVerificationError as exc:
+            raise ApiError(
+                409, "upload_mismatch", "uploads do not match what was prepared", problems=exc.problems
+            ) from None
+        except StaleReferenceError as exc:
+            raise ApiError(409, "stale_reference", str(exc), digests=list(exc.digests)) from None
+        except (ManifestConflictError, DanglingPointerError) as exc:
+            raise ApiError(409, "conflict", str(exc)) from None
+        except TransactionAbortedError as exc:
+            raise ApiError(410, "aborted", str(exc)) from None
+        except LookupError as exc:
+            raise ApiError(404, "not_found", str(exc)) from None
+
+    return wrapped
 
 
-def _job_json(request: HttpRequest, job: DehydrationJob) -> dict[str, Any]:
+# Jobs ---------------------------------------------------------------------------------------
+class PermittedSession(SessionAuth):
+    """A logged-in user holding ``permission``; 401 without a session, 403 without the right."""
+
+    def __init__(self, permission: str) -> None:
+        super().__init__()
+        self.permission = permission
+
+    def authenticate(self, request: HttpRequest, key: str | None) -> Any:
+        user = super().authenticate(request, key)
+        if user is None:
+            raise ApiError(401, "unauthorized", "authentication required")
+        if not user.has_perm(self.permission):
+            raise ApiError(403, "forbidden", f"missing permission {self.permission}")
+        return user
+
+
+def _job_out(request: HttpRequest, job: DehydrationJob) -> dict[str, Any]:
     return {
         "id": str(job.pk),
-        "url": request.build_absolute_uri(reverse("statebag-job", args=[job.pk])),
+        "url": request.build_absolute_uri(reverse("api:statebag-job", args=[job.pk])),
         "status": job.status,
         "owner_id": job.owner_id,
         "workflow_id": job.workflow_id,
@@ -43,41 +119,111 @@ def _job_json(request: HttpRequest, job: DehydrationJob) -> dict[str, Any]:
     }
 
 
-@require_POST
-def job_create(request: HttpRequest) -> JsonResponse:
-    if (denied := _denied(request, "statebag.add_dehydrationjob")) is not None:
-        return denied
-    try:
-        body = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
-        return _error(400, "body must be JSON")
-    if not isinstance(body, dict):
-        return _error(400, "body must be a JSON object")
-    missing = [name for name in ("owner_id", "workflow_id", "execution_id", "state") if name not in body]
-    if missing:
-        return _error(400, f"missing fields: {', '.join(missing)}")
-    parent = body.get("parent") or ""
-    if not isinstance(parent, str):
-        return _error(400, "parent must be a manifest hash")
-    try:
-        job = job_submit(
-            owner_id=body["owner_id"],
-            workflow_id=body["workflow_id"],
-            execution_id=body["execution_id"],
-            state=body["state"],
-            parent=parent,
-            submitted_by=request.user.get_username(),
-        )
-    except (InvalidKeyError, ValueError) as exc:
-        return _error(400, str(exc))
-    response = JsonResponse(_job_json(request, job), status=202)
-    response["Location"] = _job_json(request, job)["url"]
-    return response
+@router.post(
+    "/jobs",
+    url_name="statebag-jobs",
+    auth=PermittedSession("statebag.add_dehydrationjob"),
+    response={202: JobOut, **_SCOPED},
+    summary="Submit a state to dehydrate into the execution's next version",
+)
+@_answers_errors
+def job_create(request: HttpRequest, response: HttpResponse, body: JobIn) -> Any:
+    job = job_submit(
+        owner_id=body.owner_id,
+        workflow_id=body.workflow_id,
+        execution_id=body.execution_id,
+        state=body.state,
+        parent=body.parent,
+        submitted_by=request.user.get_username(),
+    )
+    transaction.on_commit(lambda: run_dehydration_job_task.delay(str(job.pk)))
+    answer = _job_out(request, job)
+    response["Location"] = answer["url"]
+    return Status(202, answer)
 
 
-@require_GET
-def job_detail(request: HttpRequest, job_id: str) -> JsonResponse:
-    if (denied := _denied(request, "statebag.view_dehydrationjob")) is not None:
-        return denied
+@router.get(
+    "/jobs/{job_id}",
+    url_name="statebag-job",
+    auth=PermittedSession("statebag.view_dehydrationjob"),
+    response={200: JobOut, **_SCOPED},
+    summary="A dehydration job's status, manifest and payload",
+)
+def job_detail(request: HttpRequest, job_id: UUID) -> Any:
     job = get_object_or_404(DehydrationJob.objects.select_related("manifest"), pk=job_id)
-    return JsonResponse(_job_json(request, job))
+    return _job_out(request, job)
+
+
+# Two-phase commit with a write key ------------------------------------------------------------
+@router.post(
+    "/transactions",
+    url_name="statebag-prepare",
+    auth=write_key,
+    response={201: PreparedOut, **_COMMITTING},
+    exclude_unset=True,
+    summary="Prepare a commit: record what will be uploaded and pin what is reused",
+)
+@_answers_errors
+def transaction_prepare(request: HttpRequest, body: PrepareIn) -> Any:
+    def upload_url(token: str) -> str:
+        return request.build_absolute_uri(reverse("api:statebag-upload", args=[token]))
+
+    return Status(201, remote.prepare(_owner(request), body.as_request(), body.upload, upload_url))
+
+
+@router.post(
+    "/transactions/{txn_id}/commit",
+    url_name="statebag-commit",
+    auth=write_key,
+    response={200: ManifestRecordOut, **_COMMITTING},
+    summary="Commit, once every declared object is stored with its declared size and sha256",
+)
+@_answers_errors
+def transaction_commit(request: HttpRequest, txn_id: str, body: CommitIn) -> Any:
+    return remote.commit(_owner(request), txn_id, body.entries, body.cohort)
+
+
+@router.post(
+    "/transactions/{txn_id}/abort",
+    url_name="statebag-abort",
+    auth=write_key,
+    response={200: AbortedOut, **_COMMITTING},
+    summary="Abort a prepared commit",
+)
+@_answers_errors
+def transaction_abort(request: HttpRequest, txn_id: str) -> Any:
+    remote.abort(_owner(request), txn_id)
+    return {"aborted": txn_id}
+
+
+@router.get(
+    "/executions/{execution_id}/manifests/{version}",
+    url_name="statebag-manifest",
+    auth=write_key,
+    response={200: ManifestOut, **_SCOPED},
+    summary="One of the owner's manifests: a version number, or head",
+)
+@_answers_errors
+def manifest_detail(request: HttpRequest, execution_id: str, version: str) -> Any:
+    return remote.manifest_json(_owner(request), execution_id, version)
+
+
+# Uploads --------------------------------------------------------------------------------------
+@router.put(
+    "/uploads/{token}",
+    url_name="statebag-upload",
+    response={201: StoredOut, 400: ErrorOut, 403: ErrorOut, 413: ErrorOut},
+    summary="Upload an object prepare declared (for stores without presigned URLs)",
+    description="The signed, expiring token in the URL is the credential, as a presigned URL's is. "
+    "The body is the object's bytes (application/octet-stream).",
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {}}}}
+    },
+)
+@_answers_errors
+def upload(request: HttpRequest, token: str) -> Any:
+    limit = statebag_settings().max_blob_bytes
+    data = request.read(limit + 1)  # streamed: packs may exceed the form-data memory limit
+    if len(data) > limit:
+        raise ApiError(413, "payload_too_large", "object too large")
+    return Status(201, {"stored": remote.upload_accept(token, data)})

@@ -12,13 +12,8 @@ __all__ = [
     "ManifestConflictError",
     "StaleReferenceError",
     "TransactionAbortedError",
-    "TwoPhaseCommitUnavailableError",
 ]
 
 
 class DanglingPointerError(StateBagError):
     """A manifest would reference an object the service has no record of."""
-
-
-class TwoPhaseCommitUnavailableError(StateBagError):
-    """use_2pc was asked for but cannot run here."""

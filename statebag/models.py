@@ -6,10 +6,20 @@ and nothing updates them. An execution's head is the only pointer that moves.
 
 import uuid
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
-from analemma.secret_keys import SecretKey
+from analemma_sdk.statebag import InvalidKeyError
+from analemma_sdk.statebag.keys import validate_id
+from keys.models import SecretKey
+
+
+def validate_owner_id(value: str) -> None:
+    try:
+        validate_id("owner id", value)
+    except InvalidKeyError as exc:
+        raise ValidationError(str(exc)) from None
 
 
 class Execution(models.Model):
@@ -114,7 +124,7 @@ class Manifest(models.Model):
     execution = models.ForeignKey(Execution, on_delete=models.PROTECT, related_name="manifests")
     version = models.PositiveIntegerField()
     hash = models.CharField(max_length=64, unique=True, help_text="Hash over entries and parents' hashes.")
-    parents = models.ManyToManyField(
+    parents: models.ManyToManyField["Manifest", "ManifestParent"] = models.ManyToManyField(
         "self", symmetrical=False, through="ManifestParent", related_name="children", blank=True
     )
     cohort = models.JSONField(
@@ -325,10 +335,22 @@ class CompressionDictionary(models.Model):
 
 
 class WriteKey(SecretKey):
-    """Lets a Lambda run statebag commits for one owner through the API. Only a hash is
-    stored; the key is shown once."""
+    """Lets a Lambda run statebag commits for one owner through the API: ``awk_<secret>``.
+    Only a hash is stored; the key is shown once."""
 
-    owner_id = models.CharField(max_length=128, db_index=True)
+    kind = "write_key"
+    scope_field = "owner_id"
+
+    owner_id = models.CharField(max_length=128, db_index=True, validators=[validate_owner_id])
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.owner_id})"
+
+    def compose(self, secret: str) -> str:
+        return f"awk_{secret}"
+
+    def prefix_of(self, raw: str) -> str:
+        return raw[:12]
+
+    def scope(self) -> str:
+        return self.owner_id

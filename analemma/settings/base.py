@@ -2,9 +2,12 @@
 the usual names; the defaults are the embedded ones (SQLite, a local folder, no server)."""
 
 from pathlib import Path
+from typing import Any
 
+import django_stubs_ext
 from environs import Env
 
+django_stubs_ext.monkeypatch()  # generic admin and queryset classes, as the type checker sees them
 env = Env()
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -12,8 +15,8 @@ VAR_DIR = Path(env.str("ANALEMMA_VAR_DIR", default=str(BASE_DIR / "var")))
 
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env.str("SECRET_KEY", default="")  # local.py makes one; production.py requires it
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[])
-CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+ALLOWED_HOSTS: list[str] = env.list("ALLOWED_HOSTS", default=[])
+CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -23,6 +26,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_celery_beat",
+    "audit",
+    "keys",
     "statebag",
     "rollout",
 ]
@@ -35,6 +40,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "core.api.JsonErrorsMiddleware",
 ]
 
 ROOT_URLCONF = "analemma.urls"
@@ -43,7 +49,7 @@ WSGI_APPLICATION = "analemma.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "analemma" / "templates"],
+        "DIRS": [],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -65,7 +71,7 @@ DATABASES = {
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 
-def tune_sqlite(database: dict) -> dict:
+def tune_sqlite(database: dict[str, Any]) -> dict[str, Any]:
     """SQLite serialises writers: wait for the lock instead of failing, take it at the start
     of a transaction (no deadlocking upgrades), and let readers run beside the writer (WAL)."""
     if database.get("ENGINE") == "django.db.backends.sqlite3":
@@ -104,6 +110,13 @@ CACHES = {
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "analemma"}
     )
 }
+
+# How long a resolved API key is trusted before the database is asked again. With a cache
+# shared by every process (Redis) a revocation deletes the entry everywhere at once; with
+# process memory another process's revocation is only seen when the entry expires.
+KEY_CACHE_SECONDS = env.int("KEY_CACHE_SECONDS", default=300 if REDIS_URL else 1)
+# JSON request bodies nest at most this deep (the API answers 400 beyond).
+API_MAX_JSON_DEPTH = env.int("API_MAX_JSON_DEPTH", default=64)
 
 LOGGING = {
     "version": 1,

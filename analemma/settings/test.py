@@ -4,7 +4,7 @@ a fast hasher, a locmem cache, tasks eager."""
 from .base import *  # noqa: F403
 from .base import env, tune_sqlite
 
-SECRET_KEY = "test-only-not-secret"  # noqa: S105 - test settings, never deployed
+SECRET_KEY = "test-only-not-secret"  # test settings, never deployed
 DEBUG = False
 ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
 ANALEMMA_EMBEDDED = True

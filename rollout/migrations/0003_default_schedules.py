@@ -2,7 +2,7 @@
 
 from django.db import migrations
 
-from analemma.schedules import create_interval_tasks, remove_interval_tasks
+from core.schedules import create_interval_tasks, remove_interval_tasks
 
 SCHEDULES = [
     ("rollout.advance_plans", "rollout: advance rollout plans", 1, "minutes"),

@@ -77,7 +77,11 @@ def flag_state_update(
     if "percentage" in changes:
         changes["percentage"] = _percentage(flag, changes["percentage"])
     with transaction.atomic():
-        state = FlagState.objects.select_for_update().select_related("flag").get(flag=flag, environment=environment)
+        state = (
+            FlagState.objects.select_for_update()
+            .select_related("flag")
+            .get(flag=flag, environment=environment)
+        )
         before = flag_document(state)
         candidate = {**before, **changes}
         if "percentage" in changes:
@@ -111,6 +115,10 @@ def flag_kill(*, flag: Flag, environment: Environment, actor: str, reason: str =
             flag=flag, environment=environment, actor=actor, reason=reason or "kill switch", enabled=False
         )
         audit_record(
-            action="flag.kill", actor=actor, target=flag.key, environment=environment.key, revision=revision.number
+            action="flag.kill",
+            actor=actor,
+            target=flag.key,
+            environment=environment.key,
+            revision=revision.number,
         )
     return revision

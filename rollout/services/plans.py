@@ -123,7 +123,12 @@ def _advance_one(plan_id: int, now: datetime) -> int:
         steps = list(plan.steps.select_related("environment").order_by("position"))
         done = [s for s in steps if s.applied_at is not None]
         pending = [s for s in steps if s.applied_at is None]
-        if done and now < done[-1].applied_at + timedelta(seconds=done[-1].min_soak_seconds):
+        last = done[-1] if done else None
+        if (
+            last is not None
+            and last.applied_at
+            and now < last.applied_at + timedelta(seconds=last.min_soak_seconds)
+        ):
             return 0  # still soaking
         if not pending:
             plan.status = RolloutPlan.Status.COMPLETED

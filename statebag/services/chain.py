@@ -33,7 +33,7 @@ def manifest_verify(manifest: Manifest) -> bool:
 
 def manifest_chain(manifest: Manifest, limit: int = 50) -> list[ChainLink]:
     """The manifest and its first-parent ancestors, newest first, each checked."""
-    links = []
+    links: list[ChainLink] = []
     current: Manifest | None = manifest
     while current is not None and len(links) < limit:
         links.append(ChainLink(current, manifest_verify(current)))

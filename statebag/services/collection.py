@@ -14,24 +14,20 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from analemma_sdk.statebag import BlobStore, CountingStore
 
+from ..conf import statebag_settings
 from ..faults import checkpoint
 from ..models import Blob, CommitTransaction, Execution, GCRun, Manifest, Pack, Pin
 from .stores import statebag_store
 from .versioning import transaction_abort
 
 
-def _grace() -> timedelta:
-    return timedelta(seconds=settings.STATEBAG["GC_GRACE_SECONDS"])
-
-
-class _Run:
+class SweepRun:
     """Times a sweep, counts its store calls and writes the GCRun row at the end."""
 
     def __init__(self, kind: str, store: BlobStore | None, dry_run: bool = False) -> None:
@@ -53,7 +49,7 @@ def transactions_reap(
 ) -> GCRun:
     """Abort PREPARED transactions past expires_at and delete what only they uploaded."""
     now = now or timezone.now()
-    run = _Run(GCRun.Kind.REAP, store)
+    run = SweepRun(GCRun.Kind.REAP, store)
     expired = list(
         CommitTransaction.objects.filter(
             state=CommitTransaction.State.PREPARED, expires_at__lt=now
@@ -82,7 +78,7 @@ def gc_sweep(
 ) -> GCRun:
     """Delete flagged packs that nothing retained or prepared references any more."""
     now = now or timezone.now()
-    run = _Run(GCRun.Kind.GC, store)
+    run = SweepRun(GCRun.Kind.GC, store)
     candidates = list(
         Pack.objects.filter(gc_candidate_since__isnull=False)
         .order_by("gc_candidate_since")
@@ -90,11 +86,16 @@ def gc_sweep(
     )
     # A sweep that crashed between marking and deleting left DELETING rows: finish them.
     candidates += list(Pack.objects.filter(state=Pack.State.DELETING).values_list("pk", flat=True)[:limit])
-    _collect_all(run, list(dict.fromkeys(candidates)), now, grace if grace is not None else _grace())
+    _collect_all(
+        run,
+        list(dict.fromkeys(candidates)),
+        now,
+        grace if grace is not None else statebag_settings().gc_grace,
+    )
     return run.finish()
 
 
-def _collect_all(run: _Run, pack_ids: list[int], now: datetime, grace: timedelta) -> None:
+def _collect_all(run: SweepRun, pack_ids: list[int], now: datetime, grace: timedelta) -> None:
     run.row.candidates += len(pack_ids)
     for pk in pack_ids:
         deleted = pack_collect(pk, store=run.store, now=now, grace=grace)
@@ -171,9 +172,10 @@ def retention_apply(
     """Running executions keep head + last K + pinned versions; finished ones keep all until
     their TTL, then release everything but pinned versions."""
     now = now or timezone.now()
-    keep_last = settings.STATEBAG["RETAIN_LAST_VERSIONS"] if keep_last is None else keep_last
-    finished_ttl = finished_ttl or timedelta(days=settings.STATEBAG["FINISHED_TTL_DAYS"])
-    run = _Run(GCRun.Kind.RETENTION, None)
+    configured = statebag_settings()
+    keep_last = configured.retain_last_versions if keep_last is None else keep_last
+    finished_ttl = finished_ttl or configured.finished_ttl
+    run = SweepRun(GCRun.Kind.RETENTION, None)
     retained = Manifest.objects.filter(retained=True, pinned=False)
     running_old = (
         retained.filter(execution__status=Execution.Status.RUNNING)

@@ -30,7 +30,8 @@ def dictionary_train(
         .order_by("-created_at")
         .distinct()[: max_samples * 2]
     )
-    refs, seen = [], set()
+    refs: list[BlobRef] = []
+    seen: set[str] = set()
     for row in rows:
         if row.digest not in seen and len(refs) < max_samples:
             seen.add(row.digest)
@@ -55,7 +56,7 @@ def dictionary_train(
         store.put(key, dictionary.data)
     with transaction.atomic():
         CompressionDictionary.objects.filter(workflow_id=workflow_id, active=True).update(active=False)
-        row, _ = CompressionDictionary.objects.update_or_create(
+        trained, _ = CompressionDictionary.objects.update_or_create(
             dict_id=dictionary.dict_id,
             defaults={
                 "workflow_id": workflow_id,
@@ -66,7 +67,7 @@ def dictionary_train(
             },
         )
     reset_service_hydrators()
-    return row
+    return trained
 
 
 def dictionaries_train_recent(*, days: int = 7) -> list[CompressionDictionary]:

@@ -1,15 +1,15 @@
-"""The service's own hydrators: batched, zstd, two-phase per settings, on the service store,
-with the workflow's active dictionary. One per (workflow, dictionary), shared in process."""
+"""The service's own hydrators: batched and zstd, two-phase per settings, on the service
+store, with the workflow's active dictionary. One per (workflow, dictionary), shared in
+process."""
 
 from __future__ import annotations
 
 import threading
 
-from django.conf import settings
-
 from analemma_sdk.statebag import StateHydrator, ZstdDictionary
 from analemma_sdk.statebag.keys import dictionary_key
 
+from ..conf import statebag_settings
 from ..models import CompressionDictionary
 from .stores import statebag_store
 from .versioning import StateVersioningService
@@ -24,16 +24,20 @@ def service_hydrator(workflow_id: str) -> StateHydrator:
     with _lock:
         hydrator = _hydrators.get(key)
         if hydrator is None:
+            configured = statebag_settings()
             store = statebag_store()
             dictionary = ZstdDictionary(store.get(dictionary_key(active.dict_id))) if active else None
             hydrator = StateHydrator(
                 use_batching=True,
                 use_zstd=True,
-                compression_level=settings.STATEBAG["ZSTD_LEVEL"],
+                zstd_level=configured.zstd_level,
+                use_2pc=configured.use_2pc,
+                payload_budget=configured.payload_budget,
+                inline_threshold=configured.inline_threshold,
+                max_blob_bytes=configured.max_blob_bytes,
                 store=store,
                 dictionary=dictionary,
                 manifest_store=StateVersioningService(),
-                use_2pc=settings.STATEBAG["USE_2PC"],
             )
             _hydrators[key] = hydrator
         return hydrator

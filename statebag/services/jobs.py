@@ -1,10 +1,11 @@
-"""Dehydration jobs: a state submitted through the API becomes the next version, on a worker."""
+"""Dehydration jobs: a state submitted through the API becomes the next version, on a worker.
+
+``job_submit`` records the job; whoever submits it enqueues ``statebag.tasks.run_dehydration_job``
+after commit (the API does), so services never import the tasks that call them."""
 
 from __future__ import annotations
 
 from typing import Any
-
-from django.db import transaction
 
 from analemma_sdk.statebag import StateBagError
 from analemma_sdk.statebag.keys import validate_id
@@ -28,8 +29,6 @@ def job_submit(
     parent: str = "",
     submitted_by: str = "",
 ) -> DehydrationJob:
-    from ..tasks import run_dehydration_job as run_dehydration_job_task
-
     validate_id("owner id", owner_id)
     validate_id("workflow id", workflow_id)
     validate_id("execution id", execution_id)
@@ -43,7 +42,6 @@ def job_submit(
         state=state,
         submitted_by=submitted_by,
     )
-    transaction.on_commit(lambda: run_dehydration_job_task.delay(str(job.pk)))
     return job
 
 

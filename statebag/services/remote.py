@@ -1,7 +1,8 @@
 """The two-phase commit run by a client through the API (a Lambda: storage access, no
 database), scoped to the owner its write key belongs to.
 
-prepare  — the request is checked (ids, keys under the owner's own prefix), recorded as in
+prepare  — the request (already well-formed: see statebag.schemas) is checked against the
+           key's scope (its owner, keys under the owner's own prefix), recorded as in
            StateVersioningService.prepare, and answered with where to upload: the client's
            own store access, a presigned S3 URL, or this service's upload endpoint.
 commit   — only after every object the transaction declared is in the store with the
@@ -12,26 +13,24 @@ commit   — only after every object the transaction declared is in the store wi
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from django.conf import settings
 from django.core import signing
 from django.core.exceptions import ValidationError
 from django.core.files.storage import storages
 
 from analemma_sdk.statebag import BlobNotFoundError, InvalidKeyError
-from analemma_sdk.statebag.keys import validate_id, validate_key
+from analemma_sdk.statebag.keys import validate_key
 from analemma_sdk.statebag.manifests import PackWrite, Prepared, PrepareRequest
-from analemma_sdk.statebag.packs import FrameRef
 
+from ..conf import statebag_settings
 from ..errors import TransactionAbortedError
 from ..models import CommitTransaction, Manifest, Pack
 from .stores import statebag_store
 from .versioning import StateVersioningService
 
 UPLOAD_SALT = "statebag.upload"
-UPLOAD_MODES = ("direct", "presigned")
 
 
 class RemoteRequestError(ValueError):
@@ -46,15 +45,8 @@ class UploadVerificationError(Exception):
         self.problems = problems
 
 
-# Parsing ----------------------------------------------------------------------------------
-def _str(body: Mapping[str, Any], name: str) -> str:
-    value = body.get(name)
-    if not isinstance(value, str):
-        raise RemoteRequestError(f"{name} must be a string")
-    return value
-
-
-def _owned_key(owner_id: str, key: Any) -> str:
+# Scope ------------------------------------------------------------------------------------
+def _owned_key(owner_id: str, key: str) -> str:
     try:
         validate_key(key)
     except InvalidKeyError as exc:
@@ -64,81 +56,20 @@ def _owned_key(owner_id: str, key: Any) -> str:
     return key
 
 
-def _digest(value: Any, what: str) -> str:
-    if not (isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)):
-        raise RemoteRequestError(f"{what} must be a sha256 hex digest")
-    return value
-
-
-def _frame(raw: Any) -> FrameRef:
-    try:
-        return FrameRef(
-            digest=_digest(raw["digest"], "a frame digest"),
-            offset=int(raw["offset"]),
-            length=int(raw["length"]),
-            codec=str(raw["codec"]),
-            raw_size=int(raw["raw_size"]),
-            dict_id=raw.get("dict_id") or None,
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RemoteRequestError(f"malformed frame: {exc}") from None
-
-
-def _pack(owner_id: str, raw: Any) -> PackWrite:
-    if not isinstance(raw, Mapping):
-        raise RemoteRequestError("each pack must be an object")
-    size = raw.get("size")
-    if (
-        isinstance(size, bool)
-        or not isinstance(size, int)
-        or not 0 < size <= settings.STATEBAG["MAX_BLOB_BYTES"]
-    ):
-        raise RemoteRequestError("a pack size must be a positive integer within the blob limit")
-    kind = raw.get("kind", "pack")
-    if kind not in (Pack.Kind.PACK, Pack.Kind.OBJECT):
-        raise RemoteRequestError(f"unknown pack kind {kind!r}")
-    frames = raw.get("frames")
-    if not isinstance(frames, list) or not frames:
-        raise RemoteRequestError("a pack must list its frames")
-    return PackWrite(
-        key=_owned_key(owner_id, raw.get("key")),
-        digest=_digest(raw.get("digest"), "a pack digest"),
-        size=size,
-        frames=tuple(_frame(f) for f in frames),
-        kind=kind,
-    )
-
-
-def prepare_request(owner_id: str, body: Mapping[str, Any]) -> PrepareRequest:
-    """A PrepareRequest from a client's JSON, refused unless it is for the key's owner."""
-    if _str(body, "owner_id") != owner_id:
+def prepare_request_check(owner_id: str, request: PrepareRequest) -> None:
+    """A well-formed request may still be out of the key's scope: refuse it unless it is for
+    the key's owner and names only objects under the owner's own prefix."""
+    if request.owner_id != owner_id:
         raise PermissionError("this key writes for another owner")
-    try:
-        workflow_id = validate_id("workflow id", _str(body, "workflow_id"))
-        execution_id = validate_id("execution id", _str(body, "execution_id"))
-    except InvalidKeyError as exc:
-        raise RemoteRequestError(str(exc)) from None
-    parents, packs, reused = body.get("parents", []), body.get("packs", []), body.get("reused", [])
-    if not (isinstance(parents, list) and isinstance(packs, list) and isinstance(reused, list)):
-        raise RemoteRequestError("parents, packs and reused must be lists")
-    idempotency_key = body.get("idempotency_key")
-    if idempotency_key is not None and not (isinstance(idempotency_key, str) and len(idempotency_key) <= 128):
-        raise RemoteRequestError("idempotency_key must be a string of at most 128 characters")
-    try:
-        reused_pairs = tuple(
-            (_owned_key(owner_id, key), _digest(digest, "a reused digest")) for key, digest in reused
-        )
-    except (TypeError, ValueError) as exc:
-        raise RemoteRequestError(f"reused must be [key, digest] pairs: {exc}") from None
-    return PrepareRequest(
-        owner_id=owner_id,
-        workflow_id=workflow_id,
-        execution_id=execution_id,
-        parents=tuple(_digest(p, "a parent") for p in parents),
-        packs=tuple(_pack(owner_id, p) for p in packs),
-        reused=reused_pairs,
-        idempotency_key=idempotency_key,
-    )
+    max_bytes = statebag_settings().max_blob_bytes
+    for write in request.packs:
+        _owned_key(owner_id, write.key)
+        if write.size > max_bytes:
+            raise RemoteRequestError(
+                f"{write.key} declares {write.size} bytes, over the {max_bytes}-byte limit"
+            )
+    for key, _ in request.reused:
+        _owned_key(owner_id, key)
 
 
 # Transactions of one owner ------------------------------------------------------------------
@@ -151,12 +82,12 @@ def owned_transaction(owner_id: str, txn_id: str) -> CommitTransaction:
         raise TransactionAbortedError(f"no transaction {txn_id!r}") from None
 
 
-def prepare(owner_id: str, body: Mapping[str, Any], upload_url: Any) -> dict[str, Any]:
-    request = prepare_request(owner_id, body)
-    mode = body.get("upload", "direct")
-    if mode not in UPLOAD_MODES:
-        raise RemoteRequestError(f"upload must be one of {', '.join(UPLOAD_MODES)}")
-    prepared: Prepared = StateVersioningService(use_2pc=True).prepare(request)
+def prepare(
+    owner_id: str, request: PrepareRequest, mode: str, upload_url: Callable[[str], str]
+) -> dict[str, Any]:
+    """Record the transaction; answer its id and, for ``mode`` "presigned", where to upload."""
+    prepare_request_check(owner_id, request)
+    prepared: Prepared = StateVersioningService().prepare(request)
     answer: dict[str, Any] = {"txn_id": prepared.txn_id or None, "expires_at": prepared.expires_at}
     if prepared.committed is not None:
         answer["committed"] = record_json(
@@ -170,20 +101,19 @@ def prepare(owner_id: str, body: Mapping[str, Any], upload_url: Any) -> dict[str
     return answer
 
 
-def commit(owner_id: str, txn_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+def commit(
+    owner_id: str, txn_id: str, entries: Mapping[str, Any], cohort: Mapping[str, Any]
+) -> dict[str, Any]:
     txn = owned_transaction(owner_id, txn_id)
-    entries, cohort = body.get("entries"), body.get("cohort", {})
-    if not isinstance(entries, Mapping) or not isinstance(cohort, Mapping):
-        raise RemoteRequestError("entries and cohort must be objects")
     if txn.state == CommitTransaction.State.PREPARED:
         verify_uploads(txn)
-    record = StateVersioningService(use_2pc=True).commit(str(txn.pk), entries, cohort)
+    record = StateVersioningService().commit(str(txn.pk), entries, cohort)
     return record_json(record.hash, record.version, record.entries)
 
 
 def abort(owner_id: str, txn_id: str) -> None:
     txn = owned_transaction(owner_id, txn_id)
-    StateVersioningService(use_2pc=True).abort(str(txn.pk), reason="aborted by the client")
+    StateVersioningService().abort(str(txn.pk), reason="aborted by the client")
 
 
 def record_json(manifest_hash: str, version: int, entries: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -232,11 +162,11 @@ def verify_uploads(txn: CommitTransaction) -> None:
         raise UploadVerificationError(problems)
 
 
-def upload_target(txn_id: str, write: PackWrite, upload_url: Any) -> dict[str, Any]:
+def upload_target(txn_id: str, write: PackWrite, upload_url: Callable[[str], str]) -> dict[str, Any]:
     """A presigned S3 PUT when the store is S3; otherwise this service's upload endpoint with
     a signed, expiring token naming exactly this object."""
-    ttl = settings.STATEBAG["TRANSACTION_TTL_SECONDS"]
-    storage = storages["statebag"]
+    ttl = int(statebag_settings().transaction_ttl.total_seconds())
+    storage: Any = storages["statebag"]  # an S3Storage when it has a boto3 client
     client = getattr(getattr(getattr(storage, "connection", None), "meta", None), "client", None)
     if client is not None:
         key = f"{storage.location.strip('/')}/{write.key}".lstrip("/")
@@ -255,7 +185,7 @@ def upload_target(txn_id: str, write: PackWrite, upload_url: Any) -> dict[str, A
 def upload_accept(token: str, data: bytes) -> str:
     """Store an upload sent to this service; the token names the object, and the bytes must
     be what prepare declared for it."""
-    ttl = settings.STATEBAG["TRANSACTION_TTL_SECONDS"]
+    ttl = statebag_settings().transaction_ttl
     try:
         claim = signing.loads(token, salt=UPLOAD_SALT, max_age=ttl)
     except signing.BadSignature:

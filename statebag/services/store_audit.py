@@ -7,11 +7,10 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-
 from analemma_sdk.statebag import BlobStore
 
-from ..models import GCRun, Pack
 from ..conf import statebag_settings
+from ..models import GCRun, Pack
 from .collection import SweepRun
 
 

@@ -69,7 +69,7 @@ def store_for_storage(storage: Storage) -> BlobStore:
     try:
         from storages.backends.s3 import S3Storage
     except ImportError:  # pragma: no cover - django-storages is a requirement
-        S3Storage = None  # noqa: N806
+        S3Storage = None
     if S3Storage is not None and isinstance(storage, S3Storage):
         from analemma_sdk.statebag.s3 import S3Store
 

@@ -22,7 +22,6 @@ from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -38,6 +37,7 @@ from analemma_sdk.statebag import metrics as sdk_metrics
 from analemma_sdk.statebag.manifests import PackWrite, Prepared, PrepareRequest
 from analemma_sdk.statebag.pointers import BlobRef, ListRef, Literal, parse_pointer
 
+from ..conf import statebag_settings
 from ..errors import DanglingPointerError, ManifestConflictError, StaleReferenceError, TransactionAbortedError
 from ..faults import checkpoint
 from ..models import Blob, CommitTransaction, Execution, Manifest, ManifestEntry, ManifestParent, Pack, Pin
@@ -47,10 +47,9 @@ logger = logging.getLogger("statebag.versioning")
 
 class StateVersioningService:
     def __init__(self, *, use_2pc: bool | None = None, transaction_ttl: timedelta | None = None) -> None:
-        self.use_2pc = settings.STATEBAG["USE_2PC"] if use_2pc is None else use_2pc
-        self.transaction_ttl = transaction_ttl or timedelta(
-            seconds=settings.STATEBAG["TRANSACTION_TTL_SECONDS"]
-        )
+        configured = statebag_settings()
+        self.use_2pc = configured.use_2pc if use_2pc is None else use_2pc
+        self.transaction_ttl = transaction_ttl or configured.transaction_ttl
 
     # One step -----------------------------------------------------------------------
     def record(self, draft: ManifestDraft) -> ManifestRecord:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from keys.services import key_create, key_revoke
 from rollout import services
 from rollout.models import Environment, Flag, SdkKey
 
@@ -24,7 +25,7 @@ ACTOR = "manage.py rollout"
 class Command(BaseCommand):
     help = "Change flags, roll back, kill, manage SDK keys and show an environment's flag set."
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]  # Django's signature
+    def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True)
         change = sub.add_parser("set", help="change a flag in one environment")
         change.add_argument("flag")
@@ -54,7 +55,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             getattr(self, "_" + options["action"].replace("-", "_"))(options)
-        except (services.InvalidFlagDefinition, services.UnknownRevision, ValueError) as exc:
+        except (services.InvalidDocumentError, services.UnknownRevision, ValueError) as exc:
             raise CommandError(str(exc)) from exc
 
     def _environment(self, key: str | None) -> Environment:
@@ -113,9 +114,8 @@ class Command(BaseCommand):
 
     def _sdk_key(self, options: dict[str, Any]) -> None:
         if options["key_action"] == "create":
-            key, raw = services.sdk_key_create(
-                environment=self._environment(options["env"]), actor=ACTOR, name=options["name"]
-            )
+            key = SdkKey(environment=self._environment(options["env"]), name=options["name"])
+            raw = key_create(key=key, actor=ACTOR)
             self.stdout.write(raw)
             self.stderr.write(f"SDK key {key.prefix}… for {key.environment}: shown once, stored hashed.")
             return
@@ -124,7 +124,7 @@ class Command(BaseCommand):
             raise CommandError(
                 f"{len(matches)} active keys have prefix {options['prefix']!r}; need exactly one"
             )
-        services.sdk_key_revoke(key=matches[0], actor=ACTOR)
+        key_revoke(key=matches[0], actor=ACTOR)
         self.stdout.write(f"revoked {matches[0].prefix}…")
 
     def _show(self, options: dict[str, Any]) -> None:

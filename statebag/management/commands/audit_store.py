@@ -1,28 +1,29 @@
 """Find (and optionally delete) objects under a store prefix that the database does not know."""
 
 from datetime import timedelta
+from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from analemma_sdk.statebag import InvalidKeyError
-from statebag.services.audit import store_audit
+from statebag.services.store_audit import store_audit
 
 
 class Command(BaseCommand):
     help = "List a store prefix and report objects no pack row knows; --delete removes those past the grace period."
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]  # Django's signature
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--prefix", default="o/", help="store prefix to audit (default: o/)")
         parser.add_argument("--delete", action="store_true", help="delete unknown objects (default: dry run)")
         parser.add_argument("--grace-seconds", type=int, default=None, help="only objects older than this")
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         grace = options["grace_seconds"]
         try:
             report = store_audit(
-                prefix=str(options["prefix"]),
-                delete=bool(options["delete"]),
-                grace=timedelta(seconds=int(grace)) if grace is not None else None,  # type: ignore[call-overload]
+                prefix=options["prefix"],
+                delete=options["delete"],
+                grace=timedelta(seconds=grace) if grace is not None else None,
             )
         except InvalidKeyError as exc:
             raise CommandError(str(exc)) from exc

@@ -4,13 +4,13 @@ import secrets
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 
 class Command(BaseCommand):
     help = "Create or reset the local 'admin' superuser and print its new password (embedded mode only)."
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]  # Django's signature
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--username", default="admin")
         parser.add_argument("--address", default="127.0.0.1:8000", help="host:port the server will listen on")
 

@@ -7,13 +7,14 @@ manage.py write_key list [--owner acme]
 
 from __future__ import annotations
 
+from argparse import ArgumentParser
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from analemma_sdk.statebag import InvalidKeyError
+from keys.services import key_create, key_revoke
 from statebag.models import WriteKey
-from statebag.services.write_keys import write_key_create, write_key_revoke
 
 ACTOR = "manage.py write_key"
 
@@ -21,7 +22,7 @@ ACTOR = "manage.py write_key"
 class Command(BaseCommand):
     help = "Create, revoke or list owner-scoped write keys for statebag commits over HTTP."
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]  # Django's signature
+    def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("action", choices=["create", "revoke", "list"])
         parser.add_argument("prefix", nargs="?")
         parser.add_argument("--owner")
@@ -32,22 +33,23 @@ class Command(BaseCommand):
         if action == "create":
             if not options["owner"]:
                 raise CommandError("--owner is required")
+            key = WriteKey(owner_id=options["owner"], name=options["name"])
             try:
-                key, raw = write_key_create(owner_id=options["owner"], actor=ACTOR, name=options["name"])
-            except InvalidKeyError as exc:
-                raise CommandError(str(exc)) from exc
+                raw = key_create(key=key, actor=ACTOR)
+            except ValidationError as exc:
+                raise CommandError("; ".join(exc.messages)) from exc
             self.stderr.write(f"write key {key.prefix}… for owner {key.owner_id}; it will not be shown again")
             self.stdout.write(raw)
         elif action == "revoke":
-            key = WriteKey.objects.filter(prefix=options["prefix"] or "").first()
-            if key is None:
+            found = WriteKey.objects.filter(prefix=options["prefix"] or "").first()
+            if found is None:
                 raise CommandError(f"no write key with prefix {options['prefix']!r}")
-            write_key_revoke(key=key, actor=ACTOR)
-            self.stdout.write(f"revoked {key.prefix}")
+            key_revoke(key=found, actor=ACTOR)
+            self.stdout.write(f"revoked {found.prefix}")
         else:
             keys = WriteKey.objects.all()
             if options["owner"]:
                 keys = keys.filter(owner_id=options["owner"])
-            for key in keys:
-                state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
-                self.stdout.write(f"{key.prefix}  {key.owner_id}  {key.name or '-'}  {state}")
+            for row in keys:
+                state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
+                self.stdout.write(f"{row.prefix}  {row.owner_id}  {row.name or '-'}  {state}")

@@ -1,39 +1,41 @@
-"""Admin for secret keys (SDK keys, write keys): created on a page that shows the key once
-and is never cached, listed without their hashes, revoked by an action. Never changed or
-deleted: a revoked row stays as the record of who had access."""
+"""Admin for keys of every kind: created on a page that shows the key once and is never
+cached, listed without their hashes, revoked by an action. Never changed or deleted: a
+revoked row stays as the record of who had access."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.db.models import Model, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from .models import SecretKey
+from .services import key_create, key_revoke
 
-class OneTimeKeyAdmin(admin.ModelAdmin):
+K = TypeVar("K", bound=SecretKey)
+
+
+class OneTimeKeyAdmin(admin.ModelAdmin[K]):
     create_form: type[forms.Form]
     key_element_id = "new-key"
     exclude = ("key_hash",)
     actions = ["revoke"]
 
-    def create_key(self, request: HttpRequest, data: dict[str, Any]) -> str:
-        """Create the key from the form's data; return the key itself."""
-        raise NotImplementedError
-
-    def revoke_key(self, key: Any, actor: str) -> None:
+    def build_key(self, data: dict[str, Any]) -> K:
+        """An unsaved key row with its scope, from the create form's cleaned data."""
         raise NotImplementedError
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [f.name for f in self.model._meta.fields if f.name not in ("id", "key_hash")]
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(f"{self.opts.app_label}.add_{self.opts.model_name}")
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -42,14 +44,16 @@ class OneTimeKeyAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> HttpResponse:
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
         """Create a key and show it on this page only: it is not stored, logged or put in a message."""
         if not self.has_add_permission(request):
             raise PermissionDenied
         form = self.create_form(request.POST or None)
         raw = None
         if request.method == "POST" and form.is_valid():
-            raw = self.create_key(request, form.cleaned_data)
+            raw = key_create(key=self.build_key(form.cleaned_data), actor=request.user.get_username())
         context = {
             **self.admin_site.each_context(request),
             "form": form,
@@ -64,11 +68,11 @@ class OneTimeKeyAdmin(admin.ModelAdmin):
         return response
 
     @admin.action(description=_("Revoke selected keys"), permissions=["revoke"])
-    def revoke(self, request: HttpRequest, queryset: QuerySet[Model]) -> None:
+    def revoke(self, request: HttpRequest, queryset: QuerySet[K]) -> None:
         keys = list(queryset.filter(revoked_at__isnull=True))
-        for key in keys:
-            self.revoke_key(key, request.user.get_username())
-        self.message_user(request, ngettext("%d key revoked.", "%d keys revoked.", len(keys)) % len(keys))
+        actor = request.user.get_username()
+        revoked = sum(key_revoke(key=key, actor=actor) for key in keys)
+        self.message_user(request, ngettext("%d key revoked.", "%d keys revoked.", revoked) % revoked)
 
     def has_revoke_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(f"{self.opts.app_label}.delete_{self.opts.model_name}")

@@ -1,0 +1,104 @@
+"""The JSON API at /api/v1/, assembled from the apps' routers, with one way to answer errors
+and one generated description (/api/v1/openapi.json) that covers every route — the flag-set
+endpoint too, which stays a plain Django view with its WSGI fast path."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.http import Http404, HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.openapi.schema import OpenAPISchema
+
+from analemma_sdk.flags.spec import json_schemas
+from core.api import ApiError, BoundedJsonParser, api_error_response, error_response
+from statebag.api import router as statebag_router
+
+logger = logging.getLogger("analemma.api")
+
+
+class AnalemmaAPI(NinjaAPI):
+    def get_openapi_schema(self, *, path_prefix: str | None = None, path_params: Any = None) -> OpenAPISchema:
+        schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        components = schema.setdefault("components", {})
+        components.setdefault("schemas", {}).update(json_schemas())
+        components.setdefault("securitySchemes", {})["sdkKey"] = {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "Read-only SDK key of one environment.",
+        }
+        schema["paths"]["/api/v1/flagset"] = _flagset_path()
+        return schema
+
+
+def _flagset_path() -> dict[str, Any]:
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
+    return {
+        "get": {
+            "operationId": "rollout_api_flagset",
+            "summary": "The current revision of the key's environment",
+            "tags": ["rollout"],
+            "security": [{"sdkKey": []}],
+            "parameters": [{"name": "If-None-Match", "in": "header", "schema": {"type": "string"}}],
+            "responses": {
+                "200": {
+                    "description": "The flag set; strong ETag, Cache-Control: private, no-cache.",
+                    "headers": {"ETag": {"schema": {"type": "string"}}},
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/FlagSet"}}},
+                },
+                "304": {"description": "Unchanged since the ETag given in If-None-Match."},
+                "401": {"description": "Missing, unknown or revoked key.", "content": error},
+                "404": {"description": "The environment has no flag set yet.", "content": error},
+            },
+        }
+    }
+
+
+api = AnalemmaAPI(
+    title="Analemma StateBag & Rollout API",
+    version="1",
+    urls_namespace="api",
+    docs_url=None,  # the description is served; a docs page would load scripts from elsewhere
+    parser=BoundedJsonParser(),
+)
+api.add_router("/statebag", statebag_router)
+
+
+@api.exception_handler(ApiError)
+def _api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
+    return api_error_response(exc)
+
+
+@api.exception_handler(ValidationError)
+def _invalid(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    problems = [
+        {"loc": [str(part) for part in error.get("loc", ())], "msg": str(error.get("msg", ""))}
+        for error in exc.errors
+    ]
+    summary = "; ".join(f"{'.'.join(p['loc'][1:]) or 'body'}: {p['msg']}" for p in problems[:5])
+    return error_response(400, f"invalid request: {summary}", "invalid_request", problems=problems)
+
+
+@api.exception_handler(AuthenticationError)
+def _unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    return error_response(401, "authentication required", "unauthorized")
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    if isinstance(exc.__cause__, ApiError):  # the body parser's refusal, wrapped by the layer
+        return api_error_response(exc.__cause__)
+    return error_response(exc.status_code, str(exc))
+
+
+@api.exception_handler(Http404)
+def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
+    return error_response(404, "not found")
+
+
+@api.exception_handler(Exception)
+def _crashed(request: HttpRequest, exc: Exception) -> HttpResponse:
+    logger.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    return error_response(500, "internal error")

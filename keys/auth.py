@@ -1,0 +1,33 @@
+"""Authenticating API requests with a key of one kind (a ninja auth callable)."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest
+from ninja.security import HttpBearer
+
+from core.api import ApiError
+
+from .models import SecretKey
+from .services import key_note_use, key_scope
+from .tokens import bearer_key
+
+
+class KeyBearer(HttpBearer):
+    """``Authorization: Bearer <key>`` with a valid key of ``model``; ``request.auth`` becomes
+    the key's scope. Missing, unknown and revoked keys get the same 401."""
+
+    def __init__(self, model: type[SecretKey], refusal: str) -> None:
+        super().__init__()
+        self.model = model
+        self.refusal = refusal
+
+    def __call__(self, request: HttpRequest) -> str:
+        raw = bearer_key(request.headers.get("Authorization", ""))
+        scope = key_scope(model=self.model, raw=raw) if raw else None
+        if scope is None:
+            raise ApiError(401, "unauthorized", self.refusal)
+        key_note_use(model=self.model, raw=raw or "")
+        return scope
+
+    def authenticate(self, request: HttpRequest, token: str) -> str | None:
+        return key_scope(model=self.model, raw=token)

@@ -1,0 +1,132 @@
+"""Creating, revoking and resolving keys of every kind, one way for all.
+
+* A key is created from an unsaved row that carries its scope (``SdkKey(environment=...)``,
+  ``WriteKey(owner_id=...)``); the key itself is returned once and never stored.
+* Creation and revocation write one audit entry each, ``<kind>.create`` / ``<kind>.revoke``.
+* Resolving a presented key to its scope goes through the cache: a valid key for
+  ``settings.KEY_CACHE_SECONDS``, an unknown one for at most 30 s. A revocation deletes the
+  cached entry after commit. Where the cache is process memory (no Redis), the setting is
+  1 s, so a revocation made by another process is seen within a second; with a shared cache
+  the deletion reaches every process at once and the hot path makes no database query.
+* Last use is noted in the cache at most once a minute per process and copied to the
+  database by a periodic task, so authenticating a request never writes to the database.
+"""
+
+from __future__ import annotations
+
+import time
+
+from django.apps import apps
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+from audit.services import audit_record
+
+from .models import SecretKey
+from .tokens import hash_key, new_secret
+
+NEGATIVE_CACHE_SECONDS = 30
+NOTE_USE_EVERY = 60.0
+_noted: dict[str, float] = {}
+
+
+def _lookup_key(kind: str, key_hash: str) -> str:
+    return f"keys:{kind}:{key_hash}"
+
+
+def _used_key(kind: str, key_hash: str) -> str:
+    return f"keys:{kind}:used:{key_hash}"
+
+
+def key_create(*, key: SecretKey, actor: str) -> str:
+    """Save ``key`` (an unsaved row with its scope set) with a fresh secret; returns the key
+    text, which cannot be shown again. An invalid scope raises ValidationError."""
+    raw = key.compose(new_secret())
+    key.prefix = key.prefix_of(raw)
+    key.key_hash = hash_key(raw)
+    key.created_by = actor
+    key.full_clean()
+    with transaction.atomic():
+        key.save()
+        audit_record(
+            action=f"{key.kind}.create",
+            actor=actor,
+            target=key.prefix,
+            environment=key.audit_environment(),
+            scope=key.scope(),
+            name=key.name,
+        )
+    # Forget a cached "no such key" from before it existed.
+    transaction.on_commit(lambda: cache.delete(_lookup_key(key.kind, key.key_hash)))
+    return raw
+
+
+def key_revoke(*, key: SecretKey, actor: str) -> bool:
+    """Revoke ``key``; False when it already was."""
+    with transaction.atomic():
+        locked = type(key)._default_manager.select_for_update().get(pk=key.pk)
+        if locked.revoked_at is not None:
+            return False
+        locked.revoked_at = key.revoked_at = timezone.now()
+        locked.save(update_fields=["revoked_at"])
+        audit_record(
+            action=f"{key.kind}.revoke",
+            actor=actor,
+            target=key.prefix,
+            environment=key.audit_environment(),
+            scope=key.scope(),
+        )
+    transaction.on_commit(lambda: cache.delete(_lookup_key(key.kind, key.key_hash)))
+    return True
+
+
+def key_scope(*, model: type[SecretKey], raw: str) -> str | None:
+    """The scope a presented key grants (environment key, owner id), or None for a key that
+    is unknown or revoked."""
+    key_hash = hash_key(raw)
+    cached = cache.get(_lookup_key(model.kind, key_hash))
+    if cached is not None:
+        return cached or None
+    scope = (
+        model._default_manager.filter(key_hash=key_hash, revoked_at__isnull=True)
+        .values_list(model.scope_field, flat=True)
+        .first()
+    )
+    ttl = settings.KEY_CACHE_SECONDS
+    cache.set(
+        _lookup_key(model.kind, key_hash), scope or "", ttl if scope else min(ttl, NEGATIVE_CACHE_SECONDS)
+    )
+    return scope or None
+
+
+def key_scope_cached(*, model: type[SecretKey], raw: str) -> str | None:
+    """The scope of a key the cache already knows as valid; None otherwise (unknown,
+    revoked, or simply not cached yet). Never touches the database."""
+    return cache.get(_lookup_key(model.kind, hash_key(raw))) or None
+
+
+def key_note_use(*, model: type[SecretKey], raw: str) -> None:
+    key_hash = hash_key(raw)
+    now = time.monotonic()
+    if now - _noted.get(key_hash, -NOTE_USE_EVERY) < NOTE_USE_EVERY:
+        return
+    _noted[key_hash] = now
+    cache.set(_used_key(model.kind, key_hash), timezone.now().isoformat(), None)
+
+
+def key_models() -> list[type[SecretKey]]:
+    return [model for model in apps.get_models() if issubclass(model, SecretKey)]
+
+
+def keys_flush_last_used() -> int:
+    """Copy the last uses noted in the cache to the database; returns how many keys moved."""
+    updated = 0
+    for model in key_models():
+        for key in model._default_manager.filter(revoked_at__isnull=True).only("pk", "key_hash"):
+            seen = cache.get(_used_key(model.kind, key.key_hash))
+            if seen:
+                model._default_manager.filter(pk=key.pk).update(last_used_at=seen)
+                updated += 1
+    return updated

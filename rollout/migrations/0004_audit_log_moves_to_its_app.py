@@ -1,0 +1,93 @@
+"""The audit log moves to the audit app, shared with the statebag's keys: copy every entry
+(the environment becomes its key), then drop the old table. SDK key use is now recorded by
+the keys app's schedule, so the rollout one goes."""
+
+import django.core.validators
+from django.db import migrations, models
+
+
+def copy_entries(apps, schema_editor):
+    old = apps.get_model("rollout", "AuditEntry")
+    new = apps.get_model("audit", "AuditEntry")
+    # Keep each entry's time: the historical model may switch auto_now_add off for this copy.
+    new._meta.get_field("created_at").auto_now_add = False
+    batch = []
+    for entry in old.objects.select_related("environment").order_by("created_at", "pk").iterator():
+        batch.append(
+            new(
+                environment=entry.environment.key if entry.environment else "",
+                actor=entry.actor,
+                action=entry.action,
+                target=entry.target,
+                detail=entry.detail,
+                created_at=entry.created_at,
+            )
+        )
+        if len(batch) >= 1000:
+            new.objects.bulk_create(batch)
+            batch = []
+    new.objects.bulk_create(batch)
+
+
+def copy_back(apps, schema_editor):
+    old = apps.get_model("rollout", "AuditEntry")
+    new = apps.get_model("audit", "AuditEntry")
+    environments = {e.key: e for e in apps.get_model("rollout", "Environment").objects.all()}
+    old._meta.get_field("created_at").auto_now_add = False
+    old.objects.bulk_create(
+        old(
+            environment=environments.get(entry.environment),
+            actor=entry.actor,
+            action=entry.action,
+            target=entry.target,
+            detail=entry.detail,
+            created_at=entry.created_at,
+        )
+        for entry in new.objects.order_by("created_at", "pk")
+    )
+
+
+def drop_key_use_schedule(apps, schema_editor):
+    apps.get_model("django_celery_beat", "PeriodicTask").objects.filter(task="rollout.flush_sdk_key_use").delete()
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("rollout", "0003_default_schedules"),
+        ("audit", "0001_initial"),
+        ("keys", "0001_default_schedules"),
+    ]
+
+    operations = [
+        migrations.AlterField(
+            model_name="environment",
+            name="key",
+            field=models.CharField(
+                max_length=64,
+                unique=True,
+                validators=[
+                    django.core.validators.RegexValidator(
+                        "^[a-z0-9][a-z0-9_.-]{0,63}\\Z",
+                        "lowercase letters, digits, _ . - (start with a letter or digit, at most 64)",
+                    )
+                ],
+            ),
+        ),
+        migrations.AlterField(
+            model_name="flag",
+            name="key",
+            field=models.CharField(
+                max_length=64,
+                unique=True,
+                validators=[
+                    django.core.validators.RegexValidator(
+                        "^[a-z0-9][a-z0-9_.-]{0,63}\\Z",
+                        "lowercase letters, digits, _ . - (start with a letter or digit, at most 64)",
+                    )
+                ],
+            ),
+        ),
+        migrations.RunPython(copy_entries, copy_back),
+        migrations.DeleteModel(name="AuditEntry"),
+        migrations.RunPython(drop_key_use_schedule, migrations.RunPython.noop),
+    ]

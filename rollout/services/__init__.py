@@ -1,0 +1,40 @@
+"""Every write of the rollout app, by entity: flags, revisions, documents and plans. Keys are
+the keys app's, the audit log the audit app's."""
+
+from analemma_sdk.flags.spec import InvalidDocumentError, InvalidFlagError
+
+from .documents import conditional, document_cached, document_publish, document_publish_latest
+from .flags import flag_create, flag_details_update, flag_kill, flag_state_update
+from .plans import (
+    GuardVerdict,
+    PlanStateError,
+    plan_abort,
+    plan_pause,
+    plan_resume,
+    plan_start,
+    plans_advance,
+)
+from .revisions import UnknownRevision, revision_create, revision_rollback
+
+__all__ = [
+    "GuardVerdict",
+    "InvalidDocumentError",
+    "InvalidFlagError",
+    "PlanStateError",
+    "UnknownRevision",
+    "conditional",
+    "document_cached",
+    "document_publish",
+    "document_publish_latest",
+    "flag_create",
+    "flag_details_update",
+    "flag_kill",
+    "flag_state_update",
+    "plan_abort",
+    "plan_pause",
+    "plan_resume",
+    "plan_start",
+    "plans_advance",
+    "revision_create",
+    "revision_rollback",
+]
