@@ -35,9 +35,12 @@ test: $(DEV_STAMP)
 	ANALEMMA_TEST_DB=sqlite $(BIN)/python -m pytest -q tests/statebag
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+## Style, types and the import graph's contracts (pyproject.toml).
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: $(DEV_STAMP)
 	$(BIN)/python bench/statebag_workload.py --quick

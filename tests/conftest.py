@@ -4,6 +4,7 @@ ANALEMMA_TEST_DB=sqlite asks for SQLite; S3 tests talk to moto's server on loopb
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from .servers import postgres_server, redis_server, s3_server
 
 _SERVERS = pytest.StashKey[contextlib.ExitStack]()
 _DATABASE = pytest.StashKey[str]()
-CORPUS_DIR = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "tau-airline-dev"
+CORPUS_DIR = Path(__file__).resolve().parent / "data" / "corpus"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -75,7 +76,7 @@ def s3_client(s3_endpoint: str) -> Any:
         endpoint_url=s3_endpoint,
         region_name="us-east-1",
         aws_access_key_id="testing",
-        aws_secret_access_key="testing",  # noqa: S106 - moto accepts any key
+        aws_secret_access_key="testing",  # moto accepts any key
     )
 
 
@@ -107,7 +108,7 @@ def statebag_storage(settings: Any) -> Iterator[Any]:
                     "endpoint_url": endpoint,
                     "region_name": "us-east-1",
                     "access_key": "testing",
-                    "secret_key": "testing",  # noqa: S106 - moto accepts any key
+                    "secret_key": "testing",  # moto accepts any key
                 },
             }
         settings.STORAGES = {**settings.STORAGES, "statebag": backend}
@@ -139,8 +140,17 @@ def _fresh_process_state() -> Iterator[None]:
     cache.clear()
 
 
+@pytest.fixture
+def rollout_defaults(transactional_db: None) -> None:
+    """The environments and flags the rollout app's data migration seeds. Tests that use a
+    real transaction start from an emptied database, so they ask for this; the others see
+    the migrated database as it is."""
+    from django.apps import apps
+
+    importlib.import_module("rollout.migrations.0005_seed_defaults").seed(apps, None)
+
+
 @pytest.fixture(scope="session")
 def corpus_dir() -> Path:
-    if not CORPUS_DIR.is_dir():
-        pytest.fail(f"corpus not found at {CORPUS_DIR}")
+    """Real agent conversations, in the repository (tests/data/corpus/README.md)."""
     return CORPUS_DIR

@@ -1,5 +1,11 @@
 """Throwaway servers for the test suite, on loopback: PostgreSQL (a fresh cluster in a temp
-folder) and an S3-protocol server (moto in server mode). Each stops when the session ends."""
+folder), Redis, and an S3-protocol server (moto in server mode). Each stops when the session
+ends.
+
+No server is started on a port that was free a moment ago (another process could take it in
+between): PostgreSQL listens only on a Unix socket in its own folder, moto binds port 0 and
+reports the port it got, and Redis, which can do neither on TCP, is started again on another
+port when the one it was given turns out to be taken."""
 
 from __future__ import annotations
 
@@ -9,18 +15,28 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 
 def free_port() -> int:
+    """A port that was free when asked; whoever binds it next must cope with losing a race."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def listening_socket() -> socket.socket:
+    """A socket already bound to a free loopback port and listening: hand it to a server
+    (gunicorn's ``--bind fd://N``) and the port cannot be lost to anyone else."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
 
 
 def _postgres_bin() -> Path:
@@ -44,13 +60,14 @@ def _as_postgres_user(cmd: list[str]) -> list[str]:
 
 @contextlib.contextmanager
 def postgres_server() -> Iterator[str]:
-    """Yield a database URL of a fresh cluster; remove it afterwards."""
+    """Yield a database URL of a fresh cluster, reached through a Unix socket in its own
+    folder (no TCP port); remove it afterwards."""
     bindir = _postgres_bin()
     workdir = Path(tempfile.mkdtemp(prefix="analemma-pg-"))
     datadir = workdir / "data"
     if os.geteuid() == 0:
         shutil.chown(workdir, "postgres", "postgres")
-    port = free_port()
+    port = 5432  # only names the socket file, which lives in workdir
     subprocess.run(
         _as_postgres_user(
             [str(bindir / "initdb"), "-D", str(datadir), "-U", "analemma", "--auth=trust", "-E", "UTF8"]
@@ -58,7 +75,7 @@ def postgres_server() -> Iterator[str]:
         check=True,
         stdout=subprocess.DEVNULL,
     )
-    options = f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+    options = f"-p {port} -k {workdir} -c listen_addresses='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
     subprocess.run(
         _as_postgres_user(
             [
@@ -77,7 +94,7 @@ def postgres_server() -> Iterator[str]:
         stdout=subprocess.DEVNULL,
     )
     try:
-        yield f"postgres://analemma@127.0.0.1:{port}/postgres"
+        yield f"postgres://analemma@{quote(str(workdir), safe='')}:{port}/postgres"
     finally:
         subprocess.run(
             _as_postgres_user([str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "-w", "stop"]),
@@ -89,29 +106,16 @@ def postgres_server() -> Iterator[str]:
 
 @contextlib.contextmanager
 def s3_server() -> Iterator[str]:
-    """Yield the endpoint URL of a moto S3-protocol server on loopback."""
-    port = free_port()
-    moto = Path(sys.executable).with_name("moto_server")
-    proc = subprocess.Popen(
-        [str(moto), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
+    """Yield the endpoint URL of a moto S3-protocol server on loopback, on the port it bound."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)  # noqa: S310 - loopback
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the S3-protocol test server did not start") from None
-                time.sleep(0.1)
-        yield endpoint
+        yield f"http://{host}:{port}"
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        server.stop()
 
 
 @contextlib.contextmanager
@@ -122,26 +126,36 @@ def redis_server() -> Iterator[str]:
         raise RuntimeError(
             "Redis is not installed: run scripts/ensure-services.sh (apt-get install redis-server)"
         )
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    for _ in range(5):
+        port = free_port()
+        proc = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        if _answers_ping(proc, port):
+            break
+        proc.kill()
+        proc.wait(timeout=10)  # most likely the port was taken meanwhile: try another
+    else:
+        raise RuntimeError("the Redis test server did not start")
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the Redis test server did not start")
-            time.sleep(0.05)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def _answers_ping(proc: subprocess.Popen[bytes], port: int) -> bool:
+    """True once our server answers on ``port``; False if it exited (or never answered)."""
+    deadline = time.monotonic() + 15
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return proc.poll() is None  # and not somebody else's server
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return False

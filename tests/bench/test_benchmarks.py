@@ -52,7 +52,7 @@ def test_statebag_workload__s3_store__same_request_counts_as_local(corpus_dir, t
         assert s3["modes"][mode]["requests"] == local["modes"][mode]["requests"]
 
 
-def test_compression__disjoint_split__dictionary_keeps_at_most_11_percent(corpus_dir, tmp_path):
+def test_compression__disjoint_split__dictionary_beats_zstd_alone_clearly(corpus_dir, tmp_path):
     train, evaluate = tmp_path / "train", tmp_path / "eval"
     train.mkdir(), evaluate.mkdir()
     for index, path in enumerate(sorted(corpus_dir.glob("*.json"))):
@@ -60,8 +60,8 @@ def test_compression__disjoint_split__dictionary_keeps_at_most_11_percent(corpus
     report = run_bench("compression.py", "--train", str(train), "--eval", str(evaluate))
     kept = {codec: figures["kept"] for codec, figures in report["eval"].items()}
     assert set(kept) == {"gzip-6", "zstd-3", "zstd-19", "zstd-3-dict"}
-    assert kept["zstd-3-dict"] <= 0.11
-    assert kept["zstd-3-dict"] < kept["zstd-3"]
+    # 16 training documents here; README's figure (8.8 %) is for the whole development corpus.
+    assert kept["zstd-3-dict"] <= 0.7 * kept["zstd-3"]
 
 
 def test_flag_eval__25_percent_rollout__fraction_within_a_point_of_a_quarter():

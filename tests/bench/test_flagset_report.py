@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from flagset_endpoint import median_run, parse_wrk  # noqa: E402
+from flagset_endpoint import median_run, parse_wrk
 
 WRK_OUTPUT = """Running 10s test @ http://127.0.0.1:8000/api/v1/flagset
   1 threads and 50 connections

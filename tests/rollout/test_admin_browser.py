@@ -1,7 +1,6 @@
 """An operator drives a rollout from the admin in a real browser, and an SDK key sees each step."""
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.urls import reverse
 from selenium.webdriver.common.by import By
 
@@ -9,14 +8,15 @@ from rollout import services
 from rollout.models import Environment, Flag, FlagState, Revision
 
 from ..browser import chromium, screenshot
+from ..factories import UserFactory, sdk_key, sdk_key_environment
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("rollout_defaults")]
 PASSWORD = "correct-horse-battery-staple"
 
 
 @pytest.fixture
 def browser(live_server):
-    get_user_model().objects.create_superuser("operator", "op@example.com", PASSWORD)
+    UserFactory(username="operator", password=PASSWORD, is_staff=True, is_superuser=True)
     with chromium() as driver:
         driver.get(f"{live_server.url}/admin/login/")
         driver.find_element(By.NAME, "username").send_keys("operator")
@@ -32,13 +32,13 @@ def served(client, key):
 
 def test_browser__ramp_to_5_percent_see_diff_roll_back_and_kill(browser, live_server, client):
     prod = Environment.objects.get(key="prod")
-    _, sdk_key = services.sdk_key_create(environment=prod, actor="ops")
+    _, raw_sdk_key = sdk_key(prod, actor="ops")
     flag = Flag.objects.get(key="use_zstd")
     prod_index = list(
         FlagState.objects.filter(flag=flag).order_by("pk").values_list("environment__key", flat=True)
     ).index("prod")
     before = prod.revisions.order_by("-number").first()
-    assert served(client, sdk_key)["enabled"] is False
+    assert served(client, raw_sdk_key)["enabled"] is False
 
     # Ramp prod to 5 %.
     browser.get(f"{live_server.url}{reverse('admin:rollout_flag_change', args=[flag.pk])}")
@@ -58,7 +58,7 @@ def test_browser__ramp_to_5_percent_see_diff_roll_back_and_kill(browser, live_se
     assert "is now at revision" in browser.find_element(By.CSS_SELECTOR, "ul.messagelist").text
     ramped = prod.revisions.order_by("-number").first()
     assert ramped.number == before.number + 1
-    assert (served(client, sdk_key)["enabled"], served(client, sdk_key)["percentage"]) == (True, 5.0)
+    assert (served(client, raw_sdk_key)["enabled"], served(client, raw_sdk_key)["percentage"]) == (True, 5.0)
 
     # The new revision and its diff.
     browser.get(f"{live_server.url}{reverse('admin:rollout_revision_change', args=[ramped.pk])}")
@@ -72,13 +72,13 @@ def test_browser__ramp_to_5_percent_see_diff_roll_back_and_kill(browser, live_se
     assert "rolled back" in browser.find_element(By.CSS_SELECTOR, "ul.messagelist").text
     latest = prod.revisions.order_by("-number").first()
     assert latest.rolled_back_to == before.number and latest.document["flags"] == before.document["flags"]
-    assert served(client, sdk_key)["enabled"] is False
+    assert served(client, raw_sdk_key)["enabled"] is False
 
     # Kill switch from the flag states list.
     services.flag_state_update(
         flag=flag, environment=prod, actor="ops", enabled=True, value=True, percentage="25"
     )
-    assert served(client, sdk_key)["enabled"] is True
+    assert served(client, raw_sdk_key)["enabled"] is True
     state = FlagState.objects.get(flag=flag, environment=prod)
     browser.get(
         f"{live_server.url}{reverse('admin:rollout_flagstate_changelist')}?environment__id__exact={prod.pk}"
@@ -88,12 +88,12 @@ def test_browser__ramp_to_5_percent_see_diff_roll_back_and_kill(browser, live_se
     browser.find_element(By.CSS_SELECTOR, "button[name=index]").click()
     assert "turned off" in browser.find_element(By.CSS_SELECTOR, "ul.messagelist").text
     screenshot(browser, "rollout-killed")
-    assert served(client, sdk_key)["enabled"] is False
+    assert served(client, raw_sdk_key)["enabled"] is False
     assert Revision.objects.filter(environment=prod).order_by("-number").first().number == ramped.number + 3
 
 
 def test_admin__staff_without_rollout_permissions__cannot_change_flags(client):
-    user = get_user_model().objects.create_user("viewer", password=PASSWORD, is_staff=True)
+    user = UserFactory(username="viewer", password=PASSWORD, is_staff=True)
     client.force_login(user)
     flag = Flag.objects.get(key="use_2pc")
     assert client.get(reverse("admin:rollout_flag_change", args=[flag.pk])).status_code == 403
@@ -103,12 +103,12 @@ def test_admin__staff_without_rollout_permissions__cannot_change_flags(client):
 
 
 def test_admin__sdk_key_created_in_admin__shown_once_and_works(client):
-    user = get_user_model().objects.create_superuser("root", "r@example.com", PASSWORD)
+    user = UserFactory(username="root", password=PASSWORD, is_staff=True, is_superuser=True)
     client.force_login(user)
     prod = Environment.objects.get(key="prod")
     response = client.post(reverse("admin:rollout_sdkkey_add"), {"environment": prod.pk, "name": "lambda"})
     raw = response.content.decode().split('<code id="sdk-key">')[1].split("</code>")[0]
     assert "no-store" in response["Cache-Control"]
-    assert services.sdk_key_environment(raw) == "prod"
+    assert sdk_key_environment(raw) == "prod"
     listing = client.get(reverse("admin:rollout_sdkkey_changelist")).content.decode()
     assert raw not in listing

@@ -1,15 +1,18 @@
 import pytest
 from django.urls import reverse
 
+from keys.services import key_revoke
 from rollout import services
 from rollout.models import Environment, Flag
 
-pytestmark = pytest.mark.django_db(transaction=True)
+from ..factories import sdk_key
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("rollout_defaults")]
 
 
 @pytest.fixture
 def prod_key():
-    _, raw = services.sdk_key_create(environment=Environment.objects.get(key="prod"), actor="ops")
+    _, raw = sdk_key(Environment.objects.get(key="prod"), actor="ops")
     return raw
 
 
@@ -63,18 +66,21 @@ def test_flagset__after_change__new_etag_and_document(client, prod_key):
 def test_flagset__missing_or_wrong_key__401_without_hints(client, prod_key, header):
     headers = {"HTTP_AUTHORIZATION": header} if header else {}
     response = client.get(reverse("flagset"), **headers)
-    assert response.status_code == 401 and response.json() == {"error": "unauthorized"}
+    assert response.status_code == 401 and response.json() == {
+        "error": "unauthorized",
+        "code": "unauthorized",
+    }
 
 
 def test_flagset__revoked_key__401(client, prod_key):
     key = Environment.objects.get(key="prod").sdk_keys.get()
     assert fetch(client, prod_key).status_code == 200
-    services.sdk_key_revoke(key=key, actor="ops")
+    key_revoke(key=key, actor="ops")
     assert fetch(client, prod_key).status_code == 401
 
 
 def test_flagset__keys_of_two_environments__each_sees_its_own(client, prod_key):
-    _, dev_key = services.sdk_key_create(environment=Environment.objects.get(key="dev"), actor="ops")
+    _, dev_key = sdk_key(Environment.objects.get(key="dev"), actor="ops")
     services.flag_state_update(
         flag=Flag.objects.get(key="use_2pc"),
         environment=Environment.objects.get(key="dev"),
@@ -90,7 +96,7 @@ def test_flagset__sdk_key__cannot_write(client, prod_key):
     response = client.post(reverse("flagset"), HTTP_AUTHORIZATION=f"Bearer {prod_key}")
     assert response.status_code == 405
     job = client.post(
-        reverse("statebag-jobs"),
+        reverse("api:statebag-jobs"),
         data="{}",
         content_type="application/json",
         HTTP_AUTHORIZATION=f"Bearer {prod_key}",
@@ -105,7 +111,7 @@ def test_flagset__redis_cache__warm_paths_make_no_query(
     from django.core.cache import cache
 
     cache.clear()
-    _, key = services.sdk_key_create(environment=Environment.objects.get(key="staging"), actor="ops")
+    _, key = sdk_key(Environment.objects.get(key="staging"), actor="ops")
     services.flag_state_update(
         flag=Flag.objects.get(key="use_zstd"),
         environment=Environment.objects.get(key="staging"),

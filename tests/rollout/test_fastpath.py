@@ -4,11 +4,14 @@ from wsgiref.util import setup_testing_defaults
 import pytest
 from django.core.handlers.wsgi import WSGIHandler
 
-from rollout import services
+from keys.services import key_revoke
 from rollout.fastpath import FlagsetFastPath
 from rollout.models import Environment
 
-pytestmark = pytest.mark.django_db(transaction=True)
+from ..clock import SteppedClock
+from ..factories import sdk_key
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("rollout_defaults")]
 
 
 class Recorder:
@@ -51,7 +54,7 @@ def app():
 
 @pytest.fixture
 def key():
-    return services.sdk_key_create(environment=Environment.objects.get(key="prod"), actor="t")[1]
+    return sdk_key(Environment.objects.get(key="prod"), actor="t")[1]
 
 
 def test_fastpath__warm__answers_without_django_same_as_django(app, key):
@@ -84,7 +87,7 @@ def test_fastpath__anything_it_cannot_answer__goes_to_django(app, key, extra):
 def test_fastpath__revoked_key__401_from_django(app, key):
     fast, django = app
     assert call(fast, key)[0] == 200
-    services.sdk_key_revoke(key=Environment.objects.get(key="prod").sdk_keys.get(), actor="t")
+    key_revoke(key=Environment.objects.get(key="prod").sdk_keys.get(), actor="t")
     assert call(fast, key)[0] == 401
 
 
@@ -99,14 +102,13 @@ def test_fastpath__https_required__plain_http_goes_to_django_and_is_redirected(k
     assert status == 301 and headers["Location"].startswith("https://")
 
 
-def test_fastpath__memo__revocation_reaches_the_process_within_its_ttl(app, key, settings):
-    import time
-
+def test_fastpath__memo__revocation_reaches_the_process_within_its_ttl(key, settings):
     settings.ROLLOUT_FASTPATH_MEMO_SECONDS = 0.3
-    fast, django = app
+    clock = SteppedClock()
+    fast = FlagsetFastPath(Recorder(), clock=clock)
     call(fast, key)
     call(fast, key)  # memoised now
-    services.sdk_key_revoke(key=Environment.objects.get(key="prod").sdk_keys.get(), actor="t")
+    key_revoke(key=Environment.objects.get(key="prod").sdk_keys.get(), actor="t")
     assert call(fast, key)[0] == 200  # within the memo's time
-    time.sleep(0.35)
+    clock.advance(0.35)
     assert call(fast, key)[0] == 401

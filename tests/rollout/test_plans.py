@@ -3,10 +3,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from rollout import plans
 from rollout.models import Environment, Flag, FlagState, RolloutPlan, RolloutStep
+from rollout.services import plans
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("rollout_defaults")]
 
 
 @pytest.fixture

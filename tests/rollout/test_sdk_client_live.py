@@ -3,16 +3,18 @@ kills, rollbacks and revoked keys, seen through HTTP exactly as a Lambda sees th
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from analemma_sdk import FlagClient
 from analemma_sdk.bucketing import bucket_value, in_rollout
+from keys.services import key_revoke
 from rollout import services
 from rollout.models import Environment, Flag
 
-pytestmark = pytest.mark.django_db(transaction=True)
+from ..clock import SteppedClock
+from ..factories import sdk_key
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("rollout_defaults")]
 TTL = 0.05
 UNITS = [f"exec-{i}" for i in range(2000)]
 
@@ -22,16 +24,21 @@ def prod():
     return Environment.objects.get(key="prod")
 
 
+CLOCK = SteppedClock()
+
+
 @pytest.fixture
 def sdk(live_server, prod, tmp_path):
-    key, raw = services.sdk_key_create(environment=prod, actor="ops")
-    client = FlagClient(live_server.url, raw, ttl=TTL, timeout=5, cache_path=tmp_path / "flags.bin")
+    key, raw = sdk_key(prod, actor="ops")
+    client = FlagClient(
+        live_server.url, raw, ttl=TTL, timeout=5, cache_path=tmp_path / "flags.bin", clock=CLOCK
+    )
     client.key_row = key
     return client
 
 
 def after_ttl():
-    time.sleep(TTL * 2)
+    CLOCK.advance(TTL * 2)
 
 
 def test_fresh_install__statebag_flags_off(sdk):
@@ -74,7 +81,7 @@ def test_unchanged__revalidated_with_304(sdk):
 
 def test_revoked_key__401_reported__last_document_served_stale(sdk):
     revision = sdk.revision or sdk.bool("use_batching") or sdk.revision
-    services.sdk_key_revoke(key=sdk.key_row, actor="ops")
+    key_revoke(key=sdk.key_row, actor="ops")
     after_ttl()
     details = sdk.bool_details("use_batching", unit="exec-1")
     assert (details.value, details.reason, details.revision) == (False, "stale", revision)
@@ -93,7 +100,7 @@ def test_snapshot_command__bundled_file_serves_a_cold_start_without_network(live
     import sys
     from pathlib import Path
 
-    _, raw = services.sdk_key_create(environment=prod, actor="ops")
+    _, raw = sdk_key(prod, actor="ops")
     out = tmp_path / "flags.json"
     sdk = Path(__file__).resolve().parents[2] / "sdk"
     env = {**os.environ, "PYTHONPATH": str(sdk), "ANALEMMA_SDK_KEY": raw}

@@ -1,7 +1,8 @@
 import pytest
 
+from audit.models import AuditEntry
 from rollout import services
-from rollout.models import AuditEntry, Environment, Flag, FlagState, Revision
+from rollout.models import Environment, Flag, FlagState, Revision
 
 pytestmark = pytest.mark.django_db
 
@@ -63,7 +64,7 @@ def test_flag_state_update__ramp_to_5_percent__new_revision_with_diff_and_audit(
 def test_flag_state_update__invalid_definition__typed_error_and_nothing_changes(prod, changes):
     flag = Flag.objects.get(key="use_2pc")
     revisions = Revision.objects.count()
-    with pytest.raises(services.InvalidFlagDefinition):
+    with pytest.raises(services.InvalidFlagError):
         services.flag_state_update(flag=flag, environment=prod, actor="alice", **changes)
     assert Revision.objects.count() == revisions
     assert FlagState.objects.get(flag=flag, environment=prod).percentage == 100
@@ -101,20 +102,28 @@ def test_flag_kill__enabled_flag__off_in_that_environment_only(prod, checkout):
     assert AuditEntry.objects.filter(action="flag.kill", target="checkout-v2").exists()
 
 
-def test_sdk_key__create__stored_hashed_shown_once(prod, django_capture_on_commit_callbacks):
-    key, raw = services.sdk_key_create(environment=prod, actor="ops", name="lambda")
-    assert raw.startswith("ask_prod_") and len(raw) > 40
-    assert raw not in (key.key_hash, key.prefix) and raw.startswith(key.prefix)
-    assert services.sdk_key_environment(raw) == "prod"
-    with django_capture_on_commit_callbacks(execute=True):
-        services.sdk_key_revoke(key=key, actor="ops")
-    assert services.sdk_key_environment(raw) is None
+@pytest.mark.parametrize(
+    "changes", [{"value": 0}, {"value": 99}, {"targets": [{"units": ["e1"], "value": 23}]}]
+)
+def test_flag_state_update__zstd_level_sdks_would_refuse__refused_and_nothing_changes(prod, changes):
+    flag = Flag.objects.get(key="zstd_level")
+    revisions = Revision.objects.count()
+    with pytest.raises(services.InvalidFlagError, match="zstd_level"):
+        services.flag_state_update(flag=flag, environment=prod, actor="alice", enabled=True, **changes)
+    assert Revision.objects.count() == revisions
+    assert FlagState.objects.get(flag=flag, environment=prod).enabled is False
 
 
-def test_sdk_keys_flush_last_used__after_use__recorded(prod):
-    key, raw = services.sdk_key_create(environment=prod, actor="ops")
-    services._noted.clear()
-    services.sdk_key_note_use(raw)
-    assert services.sdk_keys_flush_last_used() == 1
-    key.refresh_from_db()
-    assert key.last_used_at is not None
+def test_flag_create__flag_set_over_the_sdk_limit__refused_and_nothing_changes(settings):
+    revisions, flags = Revision.objects.count(), Flag.objects.count()
+    with pytest.raises(services.InvalidDocumentError, match="SDKs accept at most"):
+        services.flag_create(key="huge", kind="string", default_value="x" * (4 * 1024 * 1024), actor="alice")
+    assert (Revision.objects.count(), Flag.objects.count()) == (revisions, flags)
+
+
+def test_flag_details_update__description_and_owner__saved_and_audited(checkout):
+    services.flag_details_update(flag=checkout, actor="carol", description="new checkout", owner="payments")
+    checkout.refresh_from_db()
+    assert (checkout.description, checkout.owner) == ("new checkout", "payments")
+    entry = AuditEntry.objects.get(action="flag.describe")
+    assert (entry.actor, entry.detail["after"]["owner"]) == ("carol", "payments")

@@ -1,15 +1,16 @@
 import pytest
-from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from statebag.models import Manifest, Pack
+
+from ..factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def staff_client(client):
-    user = get_user_model().objects.create_superuser("ops", "ops@example.com", "pw-long-enough-1")
+    user = UserFactory(username="ops", is_staff=True, is_superuser=True)
     client.force_login(user)
     return client
 
@@ -39,7 +40,7 @@ def test_admin__post_to_manifest__changes_nothing(staff_client, recorded_executi
 
 
 def test_admin__non_staff__redirected_to_login(client, recorded_execution):
-    user = get_user_model().objects.create_user("viewer", password="pw-long-enough-1")
+    user = UserFactory(username="viewer")
     client.force_login(user)
     response = client.get(reverse("admin:statebag_manifest_changelist"))
     assert response.status_code == 302 and "/login/" in response["Location"]

@@ -1,10 +1,10 @@
 """An operator browses the state bag admin in a real browser."""
 
 import pytest
-from django.contrib.auth import get_user_model
 from selenium.webdriver.common.by import By
 
 from ..browser import chromium, screenshot
+from ..factories import UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 PASSWORD = "correct-horse-battery-staple"
@@ -26,7 +26,7 @@ def log_in(browser, live_server, username):
 def test_browser__staff_opens_execution_then_manifest__sees_verified_chain(
     browser, live_server, recorded_execution
 ):
-    get_user_model().objects.create_superuser("operator", "op@example.com", PASSWORD)
+    UserFactory(username="operator", password=PASSWORD, is_staff=True, is_superuser=True)
     log_in(browser, live_server, "operator")
     browser.get(f"{live_server.url}/admin/statebag/execution/")
     browser.find_element(By.LINK_TEXT, "exec-recorded").click()
@@ -41,7 +41,7 @@ def test_browser__staff_opens_execution_then_manifest__sees_verified_chain(
 
 
 def test_browser__non_staff_user__cannot_enter_admin(browser, live_server, recorded_execution):
-    get_user_model().objects.create_user("visitor", password=PASSWORD)
+    UserFactory(username="visitor", password=PASSWORD)
     log_in(browser, live_server, "visitor")
     error = browser.find_element(By.CSS_SELECTOR, ".errornote")  # waits for the page after the POST
     assert "Please enter the correct username and password for a staff account" in error.text

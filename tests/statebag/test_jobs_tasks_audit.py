@@ -3,8 +3,6 @@ import time
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
 from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
@@ -14,11 +12,13 @@ from analemma_sdk.statebag import StateHydrator
 from statebag.models import DehydrationJob, Execution, GCRun, Manifest, Pack
 from statebag.queues import gc_queue_name
 from statebag.services import manifest_state
-from statebag.services.audit import store_audit
 from statebag.services.dictionaries import dictionary_train
 from statebag.services.hydrators import reset_service_hydrators
+from statebag.services.store_audit import store_audit
 from statebag.services.stores import statebag_store
 from statebag.tasks import apply_retention, gc_sweep, reap_expired_transactions
+
+from ..factories import UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,16 +34,16 @@ def service_store(statebag_storage, settings, tmp_path):
 
 @pytest.fixture
 def api_client(client):
-    user = get_user_model().objects.create_user("pipeline", password="pw-long-enough-1")
-    user.user_permissions.add(
-        *Permission.objects.filter(codename__in=["add_dehydrationjob", "view_dehydrationjob"])
+    user = UserFactory(
+        username="pipeline",
+        permissions=["statebag.add_dehydrationjob", "statebag.view_dehydrationjob"],
     )
     client.force_login(user)
     return client
 
 
 def submit(client, **body):
-    return client.post(reverse("statebag-jobs"), data=json.dumps(body), content_type="application/json")
+    return client.post(reverse("api:statebag-jobs"), data=json.dumps(body), content_type="application/json")
 
 
 def submit_step(client, execution_id, step, parent="", owner_id="acme"):
@@ -106,7 +106,7 @@ def test_job_api__stale_parent__job_failed_with_conflict(api_client):
 
 def test_job_api__anonymous_or_without_permission__refused(client):
     assert submit(client, owner_id="a", workflow_id="w", execution_id="e", state={}).status_code == 401
-    get_user_model().objects.create_user("nobody", password="pw-long-enough-1")
+    UserFactory(username="nobody")
     client.login(username="nobody", password="pw-long-enough-1")
     assert submit(client, owner_id="a", workflow_id="w", execution_id="e", state={}).status_code == 403
 

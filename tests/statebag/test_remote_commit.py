@@ -16,8 +16,10 @@ from analemma_sdk.statebag.errors import (
 )
 from analemma_sdk.statebag.http_store import HttpManifestStore
 from analemma_sdk.statebag.manifests import PrepareRequest
+from keys.services import key_revoke
 from statebag.models import CommitTransaction, Manifest, Pack
-from statebag.services.write_keys import write_key_create, write_key_revoke
+
+from ..factories import sdk_key, write_key
 
 pytestmark = pytest.mark.django_db(transaction=True)
 STATE = {"messages": [{"text": f"turn {i} " * 400} for i in range(12)], "status": "open"}
@@ -31,7 +33,7 @@ def service_root(statebag_storage, tmp_path):
 
 @pytest.fixture
 def acme_key():
-    return write_key_create(owner_id="acme", actor="ops")
+    return write_key("acme", actor="ops")
 
 
 def lambda_hydrator(live_server, raw_key, store, **options):
@@ -119,7 +121,7 @@ def test_owner_scope__key_cannot_prepare_commit_or_read_for_another_owner(
     live_server, service_root, acme_key
 ):
     _, acme = acme_key
-    _, globex = write_key_create(owner_id="globex", actor="ops")
+    _, globex = write_key("globex", actor="ops")
     result = lambda_hydrator(live_server, acme, LocalFolderStore(service_root)).dehydrate_result(
         STATE, owner_id="acme", workflow_id="wf", execution_id="e5"
     )
@@ -140,7 +142,14 @@ def test_owner_scope__packs_outside_the_owner_prefix__refused(live_server, servi
         "owner_id": "acme",
         "workflow_id": "wf",
         "execution_id": "e6",
-        "packs": [{"key": "o/globex/p/aa/x.asbp", "digest": "a" * 64, "size": 10, "frames": [{}]}],
+        "packs": [
+            {
+                "key": "o/globex/p/aa/x.asbp",
+                "digest": "a" * 64,
+                "size": 10,
+                "frames": [{"digest": "b" * 64, "offset": 0, "length": 10, "codec": "raw", "raw_size": 10}],
+            }
+        ],
     }
     request = urllib.request.Request(
         f"{live_server.url}/api/v1/statebag/transactions",
@@ -156,7 +165,7 @@ def test_owner_scope__packs_outside_the_owner_prefix__refused(live_server, servi
 def test_bad_write_key__401_typed_error(live_server, service_root, acme_key, key):
     row, raw = acme_key
     if key == "revoked":
-        write_key_revoke(key=row, actor="ops")
+        key_revoke(key=row, actor="ops")
     presented = {"revoked": raw, "wrong": "awk_" + "x" * 43, "missing": ""}[key]
     with pytest.raises(WriteKeyRejectedError):
         HttpManifestStore(live_server.url, presented, timeout=5).manifest("e1")
@@ -196,6 +205,7 @@ print(json.dumps({"payload": payload, "mode": hydrator.mode, "2pc": hydrator.use
 """
 
 
+@pytest.mark.usefixtures("rollout_defaults")
 def test_lambda_process__flags_and_commits_over_http__no_django(live_server, service_root, acme_key):
     """A separate Python process, as a Lambda: flags from the service turn batching and 2PC on,
     the commit goes through the API with the write key, and Django never loads there."""
@@ -217,13 +227,13 @@ def test_lambda_process__flags_and_commits_over_http__no_django(live_server, ser
             value=True,
             percentage=100,
         )
-    _, sdk_key = rollout_services.sdk_key_create(environment=prod, actor="ops")
+    _, raw_sdk_key = sdk_key(prod, actor="ops")
     sdk = Path(__file__).resolve().parents[2] / "sdk"
     env = {
         **os.environ,
         "PYTHONPATH": str(sdk),
         "ANALEMMA_URL": live_server.url,
-        "ANALEMMA_SDK_KEY": sdk_key,
+        "ANALEMMA_SDK_KEY": raw_sdk_key,
         "STATEBAG_SERVICE_URL": live_server.url,
         "STATEBAG_WRITE_KEY": acme_key[1],
         "STATEBAG_STORE_URL": f"file://{service_root}",

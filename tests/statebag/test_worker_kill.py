@@ -18,6 +18,7 @@ from statebag.models import CommitTransaction, DehydrationJob, Manifest, Pack
 from statebag.services.collection import gc_sweep, transactions_reap
 from statebag.services.jobs import job_submit
 from statebag.services.stores import statebag_store
+from statebag.tasks import run_dehydration_job
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -110,6 +111,7 @@ def test_worker_killed_mid_job__redelivered__commits_exactly_once(redis_url, bro
             "llm_response": {"text": "x " * 3000},
         }
         job = job_submit(owner_id="acme", workflow_id="wf", execution_id="exec-kill", state=state)
+        run_dehydration_job.delay(str(job.pk))
         # The first worker uploaded its packs and sits inside the commit: kill it there.
         wait_for(
             lambda: (

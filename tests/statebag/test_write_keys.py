@@ -5,24 +5,33 @@ from __future__ import annotations
 import io
 
 import pytest
-from django.contrib.auth import get_user_model
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from statebag.models import WriteKey
-from statebag.services.write_keys import write_key_owner
+
+from ..factories import UserFactory, write_key_owner
 
 pytestmark = pytest.mark.django_db
 
 
-def test_command__create_prints_the_key_once_and_it_authenticates_for_its_owner():
+def test_command__create_prints_the_key_once_and_it_authenticates_for_its_owner(
+    django_capture_on_commit_callbacks,
+):
     out, err = io.StringIO(), io.StringIO()
     call_command("write_key", "create", "--owner", "acme", "--name", "lambda", stdout=out, stderr=err)
     raw = out.getvalue().strip()
     assert raw.startswith("awk_") and raw not in err.getvalue()
     assert write_key_owner(raw) == "acme"
-    call_command("write_key", "revoke", WriteKey.objects.get().prefix, stdout=io.StringIO())
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("write_key", "revoke", WriteKey.objects.get().prefix, stdout=io.StringIO())
     assert write_key_owner(raw) is None
+
+
+def test_command__create_for_a_bad_owner__refused_with_the_reason():
+    with pytest.raises(CommandError, match="invalid owner id"):
+        call_command("write_key", "create", "--owner", "..", stdout=io.StringIO(), stderr=io.StringIO())
+    assert not WriteKey.objects.exists()
 
 
 def test_admin__create_page_shows_the_key_once_never_cached(admin_client):
@@ -46,14 +55,14 @@ def test_admin__revoke_action(admin_client):
 
 
 def test_admin__staff_without_permission_cannot_create(client):
-    user = get_user_model().objects.create_user("viewer", password="pw-long-enough-1", is_staff=True)
+    user = UserFactory(username="viewer", is_staff=True)
     client.force_login(user)
     assert client.get(reverse("admin:statebag_writekey_add")).status_code == 403
     assert not WriteKey.objects.exists()
 
 
 def test_admin__non_staff_redirected_to_login(client):
-    user = get_user_model().objects.create_user("someone", password="pw-long-enough-1")
+    user = UserFactory(username="someone")
     client.force_login(user)
     response = client.get(reverse("admin:statebag_writekey_add"))
     assert response.status_code == 302 and "/login/" in response["Location"]

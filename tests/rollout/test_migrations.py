@@ -1,0 +1,88 @@
+"""Data migrations: the audit log moves to its own app with every entry intact, and seeding
+the defaults is idempotent (a database seeded by an earlier version gains only what it lacks)."""
+
+from __future__ import annotations
+
+import importlib
+from datetime import timedelta
+
+import pytest
+from django.apps import apps
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+from django.utils import timezone
+
+from audit.models import AuditEntry
+from rollout.models import Environment, Flag, Revision
+from rollout.services import revision_create
+
+BEFORE_MOVE = [
+    ("rollout", "0003_default_schedules"),
+    ("audit", "0001_initial"),
+    ("keys", "0001_default_schedules"),
+]
+
+
+def migrate(targets):
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(targets)
+    return executor.loader.project_state(targets).apps
+
+
+@pytest.mark.django_db(transaction=True)
+def test_audit_log_move__entries_copied_with_environment_actor_and_time():
+    old = migrate(BEFORE_MOVE)
+    qa = old.get_model("rollout", "Environment").objects.create(key="qa", name="QA")
+    entries = old.get_model("rollout", "AuditEntry").objects
+    entries.create(environment=qa, actor="alice", action="flag.update", target="use_zstd", detail={"r": 3})
+    entries.create(environment=None, actor="bob", action="flag.create", target="checkout")
+    long_ago = timezone.now() - timedelta(days=400)
+    entries.filter(actor="alice").update(created_at=long_ago)
+
+    migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
+
+    alice = AuditEntry.objects.get(actor="alice")
+    assert (alice.environment, alice.action, alice.target, alice.detail) == (
+        "qa",
+        "flag.update",
+        "use_zstd",
+        {"r": 3},
+    )
+    assert abs(alice.created_at - long_ago) < timedelta(seconds=1)
+    assert AuditEntry.objects.get(actor="bob").environment == ""
+
+
+@pytest.mark.django_db
+def test_seed_defaults__run_again__changes_nothing():
+    seed = importlib.import_module("rollout.migrations.0005_seed_defaults").seed
+    before = (
+        Environment.objects.count(),
+        Flag.objects.count(),
+        Revision.objects.count(),
+        AuditEntry.objects.count(),
+    )
+    seed(apps, None)
+    after = (
+        Environment.objects.count(),
+        Flag.objects.count(),
+        Revision.objects.count(),
+        AuditEntry.objects.count(),
+    )
+    assert before == after == (3, 4, 3, 7)
+
+
+@pytest.mark.django_db
+def test_seed_defaults__a_flag_missing__gains_it_and_one_revision():
+    # A database from before the flag existed: its latest revisions do not have it either.
+    Flag.objects.get(key="use_2pc").delete()
+    for environment in Environment.objects.all():
+        revision_create(environment=environment, actor="then")
+    revisions = Revision.objects.count()
+    importlib.import_module("rollout.migrations.0005_seed_defaults").seed(apps, None)
+    assert Flag.objects.filter(key="use_2pc").exists()
+    assert Revision.objects.count() == revisions + 3
+    for environment in Environment.objects.all():
+        latest = environment.revisions.order_by("-number").first()
+        assert "use_2pc" in latest.document["flags"]
+        assert [change["flag"] for change in latest.diff] == ["use_2pc"]
