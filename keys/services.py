@@ -40,6 +40,18 @@ def _used_key(kind: str, key_hash: str) -> str:
     return f"keys:{kind}:used:{key_hash}"
 
 
+def _audit(key: SecretKey, verb: str, actor: str, **detail: str) -> None:
+    """One entry per change, named by the key (its prefix, never its secret)."""
+    audit_record(
+        action=f"{key.kind}.{verb}",
+        actor=actor,
+        target=key.prefix,
+        environment=key.audit_environment(),
+        scope=key.scope(),
+        **detail,
+    )
+
+
 def key_create(*, key: SecretKey, actor: str) -> str:
     """Save ``key`` (an unsaved row with its scope set) with a fresh secret; returns the key
     text, which cannot be shown again. An invalid scope raises ValidationError."""
@@ -50,14 +62,7 @@ def key_create(*, key: SecretKey, actor: str) -> str:
     key.full_clean()
     with transaction.atomic():
         key.save()
-        audit_record(
-            action=f"{key.kind}.create",
-            actor=actor,
-            target=key.prefix,
-            environment=key.audit_environment(),
-            scope=key.scope(),
-            name=key.name,
-        )
+        _audit(key, "create", actor, name=key.name)
     # Forget a cached "no such key" from before it existed.
     transaction.on_commit(lambda: cache.delete(_lookup_key(key.kind, key.key_hash)))
     return raw
@@ -71,13 +76,7 @@ def key_revoke(*, key: SecretKey, actor: str) -> bool:
             return False
         locked.revoked_at = key.revoked_at = timezone.now()
         locked.save(update_fields=["revoked_at"])
-        audit_record(
-            action=f"{key.kind}.revoke",
-            actor=actor,
-            target=key.prefix,
-            environment=key.audit_environment(),
-            scope=key.scope(),
-        )
+        _audit(key, "revoke", actor)
     transaction.on_commit(lambda: cache.delete(_lookup_key(key.kind, key.key_hash)))
     return True
 

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from collections.abc import Iterable
+
+from django.db.models import Max, QuerySet
 
 from .models import Environment, FlagState, Revision
 
 
 def revision_latest(*, environment: Environment) -> Revision | None:
     return environment.revisions.order_by("-number").first()
+
+
+def revision_numbers_latest(*, environments: Iterable[Environment]) -> dict[str, int | None]:
+    """Each environment's current revision number, by environment key (None before any)."""
+    wanted = {environment.pk: environment.key for environment in environments}
+    latest = dict(
+        Revision.objects.filter(environment_id__in=wanted)
+        .values("environment_id")
+        .annotate(number=Max("number"))
+        .values_list("environment_id", "number")
+    )
+    return {key: latest.get(pk) for pk, key in wanted.items()}
 
 
 def revision_latest_for_key(*, environment_key: str) -> Revision | None:

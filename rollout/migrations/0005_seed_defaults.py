@@ -4,8 +4,8 @@ only gains what is missing."""
 
 from django.db import migrations
 
-from analemma_sdk.flags.spec import SDK_FLAGS, flag_set_document, flag_spec
-from analemma_sdk.statebag.canonical import canonical_json, sha256_hex
+from analemma_sdk.flags.spec import SDK_FLAGS, flag_set_document
+from rollout.services.documents import document_body, document_etag, flag_document
 
 ENVIRONMENTS = (("dev", "Development"), ("staging", "Staging"), ("prod", "Production"))
 ACTOR = "system"
@@ -44,22 +44,8 @@ def seed(apps, schema_editor):
 
 def _revision(revision_model, state_model, environment, previous):
     states = state_model.objects.filter(environment=environment).select_related("flag")
-    flags = {
-        s.flag.key: flag_spec(
-            s.flag.kind,
-            s.flag.default_value,
-            enabled=s.enabled,
-            value=s.value,
-            percentage=float(s.percentage),
-            variants=s.variants,
-            targets=s.targets,
-            rules=s.rules,
-            bucket_by=s.bucket_by,
-            salt=s.salt,
-            seed=s.seed,
-        )
-        for s in states
-    }
+    # The service's own document code: it reads only fields the historical models have too.
+    flags = {state.flag.key: flag_document(state) for state in states}
     before = previous.document["flags"] if previous else {}
     number = previous.number + 1 if previous else 1
     document = flag_set_document(environment.key, number, flags)
@@ -67,7 +53,7 @@ def _revision(revision_model, state_model, environment, previous):
         environment=environment,
         number=number,
         document=document,
-        etag=f'"{sha256_hex(canonical_json(document))[:40]}"',
+        etag=document_etag(document_body(document)),
         diff=[
             {"flag": key, "field": "*", "before": None, "after": flags[key]}
             for key in sorted(flags)

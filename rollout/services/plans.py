@@ -19,6 +19,7 @@ from django.utils.module_loading import import_string
 from audit.services import audit_record
 
 from ..models import RolloutPlan, RolloutStep
+from ..selectors import revision_numbers_latest
 from .flags import flag_state_update
 from .revisions import revision_rollback
 
@@ -47,12 +48,9 @@ def plan_start(*, plan: RolloutPlan, actor: str) -> RolloutPlan:
             raise PlanStateError(f"plan is {plan.status}, only a draft can start")
         if not plan.steps.exists():
             raise PlanStateError("plan has no steps")
-        plan.baseline = {
-            step.environment.key: step.environment.revisions.order_by("-number")
-            .values_list("number", flat=True)
-            .first()
-            for step in plan.steps.select_related("environment")
-        }
+        plan.baseline = revision_numbers_latest(
+            environments=[step.environment for step in plan.steps.select_related("environment")]
+        )
         plan.status = RolloutPlan.Status.RUNNING
         plan.save(update_fields=["baseline", "status", "updated_at"])
         audit_record(action="plan.start", actor=actor, target=plan.name, flag=plan.flag.key)

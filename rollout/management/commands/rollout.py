@@ -18,6 +18,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from keys.services import key_create, key_revoke
 from rollout import services
 from rollout.models import Environment, Flag, SdkKey
+from rollout.selectors import revision_latest
 
 ACTOR = "manage.py rollout"
 
@@ -128,5 +129,5 @@ class Command(BaseCommand):
         self.stdout.write(f"revoked {matches[0].prefix}…")
 
     def _show(self, options: dict[str, Any]) -> None:
-        revision = self._environment(options["env"]).revisions.order_by("-number").first()
+        revision = revision_latest(environment=self._environment(options["env"]))
         self.stdout.write(json.dumps(revision.document if revision else {}, indent=2, sort_keys=True))
