@@ -7,6 +7,7 @@ describes it (see analemma.api)."""
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
 from core.api import error_response
@@ -24,6 +25,7 @@ def _unauthorized() -> JsonResponse:
     return response
 
 
+@csrf_exempt  # a bearer-key endpoint with no session: a POST is a 405, not a CSRF refusal
 @require_GET
 def flagset(request: HttpRequest) -> HttpResponse:
     raw = bearer_key(request.headers.get("Authorization", ""))

@@ -55,6 +55,10 @@ def test_api__405__keeps_its_allow_header(client):
     assert "GET" in client.post("/api/v1/flagset")["Allow"]
 
 
+def test_flagset__post_from_a_client_that_enforces_csrf__405_not_a_csrf_refusal():
+    error_of(Client(enforce_csrf_checks=True).post("/api/v1/flagset"), 405, "method_not_allowed")
+
+
 def test_api__session_post_without_csrf_token__403_json():
     client = Client(enforce_csrf_checks=True)
     client.force_login(UserFactory(permissions=["statebag.add_dehydrationjob"]))

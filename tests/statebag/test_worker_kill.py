@@ -8,6 +8,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from django.db import connection
@@ -32,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def database_url():
     s = connection.settings_dict
-    return f"postgres://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
+    host = quote(s["HOST"], safe="")  # a socket folder, as the test server listens on
+    return f"postgres://{s['USER']}@{host}:{s['PORT']}/{s['NAME']}"
 
 
 def start_worker(redis_url, store_root, failpoints=""):
