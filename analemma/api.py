@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
@@ -14,6 +16,7 @@ from ninja.openapi.schema import OpenAPISchema
 
 from analemma_sdk.flags.spec import json_schemas
 from core.api import ApiError, BoundedJsonParser, api_error_response, error_response
+from rollout import api as flagset_api
 from statebag.api import router as statebag_router
 
 logger = logging.getLogger("analemma.api")
@@ -24,36 +27,9 @@ class AnalemmaAPI(NinjaAPI):
         schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
         components = schema.setdefault("components", {})
         components.setdefault("schemas", {}).update(json_schemas())
-        components.setdefault("securitySchemes", {})["sdkKey"] = {
-            "type": "http",
-            "scheme": "bearer",
-            "description": "Read-only SDK key of one environment.",
-        }
-        schema["paths"]["/api/v1/flagset"] = _flagset_path()
+        components.setdefault("securitySchemes", {}).update(flagset_api.OPENAPI_SECURITY)
+        schema["paths"][flagset_api.PATH] = flagset_api.openapi_path_item()
         return schema
-
-
-def _flagset_path() -> dict[str, Any]:
-    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
-    return {
-        "get": {
-            "operationId": "rollout_api_flagset",
-            "summary": "The current revision of the key's environment",
-            "tags": ["rollout"],
-            "security": [{"sdkKey": []}],
-            "parameters": [{"name": "If-None-Match", "in": "header", "schema": {"type": "string"}}],
-            "responses": {
-                "200": {
-                    "description": "The flag set; strong ETag, Cache-Control: private, no-cache.",
-                    "headers": {"ETag": {"schema": {"type": "string"}}},
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/FlagSet"}}},
-                },
-                "304": {"description": "Unchanged since the ETag given in If-None-Match."},
-                "401": {"description": "Missing, unknown or revoked key.", "content": error},
-                "404": {"description": "The environment has no flag set yet.", "content": error},
-            },
-        }
-    }
 
 
 api = AnalemmaAPI(
@@ -71,11 +47,17 @@ def _api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
     return api_error_response(exc)
 
 
+def _location(loc: Any) -> list[str]:
+    """Where a problem is: ["body", "packs", "0", "size"], ["path", "txn_id"]. The layer puts
+    the body parameter's own name after "body"; a client never sees that name."""
+    parts = [str(part) for part in loc]
+    return parts[:1] + parts[2:] if parts[:1] == ["body"] else parts
+
+
 @api.exception_handler(ValidationError)
 def _invalid(request: HttpRequest, exc: ValidationError) -> HttpResponse:
     problems = [
-        {"loc": [str(part) for part in error.get("loc", ())], "msg": str(error.get("msg", ""))}
-        for error in exc.errors
+        {"loc": _location(error.get("loc", ())), "msg": str(error.get("msg", ""))} for error in exc.errors
     ]
     summary = "; ".join(f"{'.'.join(p['loc'][1:]) or 'body'}: {p['msg']}" for p in problems[:5])
     return error_response(400, f"invalid request: {summary}", "invalid_request", problems=problems)
@@ -96,6 +78,17 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 @api.exception_handler(Http404)
 def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
     return error_response(404, "not found")
+
+
+@api.exception_handler(RequestDataTooBig)
+def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return error_response(413, f"the request body is over {limit} bytes", "payload_too_large")
+
+
+@api.exception_handler(SuspiciousOperation)
+def _suspicious(request: HttpRequest, exc: SuspiciousOperation) -> HttpResponse:
+    return error_response(400, "the request was refused as malformed", "invalid_request")
 
 
 @api.exception_handler(Exception)

@@ -13,6 +13,6 @@ def healthz(request: HttpRequest) -> JsonResponse:
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
-    path("api/v1/flagset", rollout_api.flagset, name="flagset"),
+    path(rollout_api.PATH.lstrip("/"), rollout_api.flagset, name="flagset"),
     path("api/v1/", api.urls),
 ]

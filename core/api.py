@@ -27,7 +27,8 @@ logger = logging.getLogger("analemma.api")
 
 API_PREFIX = "/api/"
 _DJANGO_ANSWERS = (Http404, PermissionDenied, BadRequest, SuspiciousOperation)
-DEFAULT_MAX_JSON_DEPTH = 64
+# Deep enough for any state the SDK can encode (its fast JSON encoder stops near 255 levels).
+DEFAULT_MAX_JSON_DEPTH = 200
 # The code each status gets when nothing more specific was said.
 STATUS_CODES = {
     400: "invalid_request",

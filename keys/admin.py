@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from django import forms
 from django.contrib import admin
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -53,7 +53,10 @@ class OneTimeKeyAdmin(admin.ModelAdmin[K]):
         form = self.create_form(request.POST or None)
         raw = None
         if request.method == "POST" and form.is_valid():
-            raw = key_create(key=self.build_key(form.cleaned_data), actor=request.user.get_username())
+            try:
+                raw = key_create(key=self.build_key(form.cleaned_data), actor=request.user.get_username())
+            except ValidationError as exc:
+                form.add_error(None, exc)
         context = {
             **self.admin_site.each_context(request),
             "form": form,

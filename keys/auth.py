@@ -22,12 +22,12 @@ class KeyBearer(HttpBearer):
         self.refusal = refusal
 
     def __call__(self, request: HttpRequest) -> str:
-        raw = bearer_key(request.headers.get("Authorization", ""))
-        scope = key_scope(model=self.model, raw=raw) if raw else None
+        # The project's one bearer parser, and no logging of a malformed header (it may be a key).
+        return self.authenticate(request, bearer_key(request.headers.get("Authorization", "")) or "")
+
+    def authenticate(self, request: HttpRequest, token: str) -> str:
+        scope = key_scope(model=self.model, raw=token) if token else None
         if scope is None:
             raise ApiError(401, "unauthorized", self.refusal)
-        key_note_use(model=self.model, raw=raw or "")
+        key_note_use(model=self.model, raw=token)
         return scope
-
-    def authenticate(self, request: HttpRequest, token: str) -> str | None:
-        return key_scope(model=self.model, raw=token)

@@ -18,7 +18,7 @@ class SecretKey(models.Model):
     scope_field: ClassVar[str]
 
     name = models.CharField(max_length=128, blank=True, default="")
-    prefix = models.CharField(max_length=24, help_text="The first characters, to recognise a key.")
+    prefix = models.CharField(max_length=96, help_text="The first characters, to recognise a key.")
     key_hash = models.CharField(max_length=64, unique=True, help_text="sha256 of the key.")
     created_by = models.CharField(max_length=150, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)

@@ -4,17 +4,23 @@
   ``WriteKey(owner_id=...)``); the key itself is returned once and never stored.
 * Creation and revocation write one audit entry each, ``<kind>.create`` / ``<kind>.revoke``.
 * Resolving a presented key to its scope goes through the cache: a valid key for
-  ``settings.KEY_CACHE_SECONDS``, an unknown one for at most 30 s. A revocation deletes the
-  cached entry after commit. Where the cache is process memory (no Redis), the setting is
-  1 s, so a revocation made by another process is seen within a second; with a shared cache
-  the deletion reaches every process at once and the hot path makes no database query.
-* Last use is noted in the cache at most once a minute per process and copied to the
-  database by a periodic task, so authenticating a request never writes to the database.
+  ``settings.KEY_CACHE_SECONDS``, an unknown one for at most 30 s. After a revocation commits,
+  the cached entry becomes a refusal for as long as a valid entry could live, and a lookup only
+  ever *adds* an entry, so one that read the key just before the revocation cannot put it
+  back. With a cache every process shares (Redis) that reaches every process at once and the
+  hot path makes no database query; with process memory the setting is 1 s, so a revocation
+  made by another process is seen within a second. A cache that fails is bypassed: the
+  database answers instead.
+* Last use: with a shared cache it is noted there at most once a minute per process and copied
+  to the database by a periodic task, so authenticating never writes to the database; with
+  process memory (no task could read it) it is written at most once a minute per process.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from typing import Any
 
 from django.apps import apps
 from django.conf import settings
@@ -27,6 +33,7 @@ from audit.services import audit_record
 from .models import SecretKey
 from .tokens import hash_key, new_secret
 
+logger = logging.getLogger("analemma.keys")
 NEGATIVE_CACHE_SECONDS = 30
 NOTE_USE_EVERY = 60.0
 _noted: dict[str, float] = {}
@@ -38,6 +45,22 @@ def _lookup_key(kind: str, key_hash: str) -> str:
 
 def _used_key(kind: str, key_hash: str) -> str:
     return f"keys:{kind}:used:{key_hash}"
+
+
+def _cached(key: str) -> Any:
+    try:
+        return cache.get(key)
+    except Exception as exc:  # a cache outage must not lock every client out
+        logger.warning("key cache unavailable (%s): asking the database", exc)
+        return None
+
+
+def _cache(operation: str, *args: Any) -> None:
+    """``cache.<operation>(*args)``, or nothing when the cache is down."""
+    try:
+        getattr(cache, operation)(*args)
+    except Exception as exc:  # the database stays the truth; the cache only saves queries
+        logger.warning("key cache unavailable (%s): not caching", exc)
 
 
 def _audit(key: SecretKey, verb: str, actor: str, **detail: str) -> None:
@@ -64,7 +87,7 @@ def key_create(*, key: SecretKey, actor: str) -> str:
         key.save()
         _audit(key, "create", actor, name=key.name)
     # Forget a cached "no such key" from before it existed.
-    transaction.on_commit(lambda: cache.delete(_lookup_key(key.kind, key.key_hash)))
+    transaction.on_commit(lambda: _cache("delete", _lookup_key(key.kind, key.key_hash)))
     return raw
 
 
@@ -77,42 +100,55 @@ def key_revoke(*, key: SecretKey, actor: str) -> bool:
         locked.revoked_at = key.revoked_at = timezone.now()
         locked.save(update_fields=["revoked_at"])
         _audit(key, "revoke", actor)
-    transaction.on_commit(lambda: cache.delete(_lookup_key(key.kind, key.key_hash)))
+    refusal = (_lookup_key(key.kind, key.key_hash), "", settings.KEY_CACHE_SECONDS)
+    transaction.on_commit(lambda: _cache("set", *refusal))
     return True
+
+
+def _scope_in_database(model: type[SecretKey], key_hash: str) -> str | None:
+    scope: str | None = (
+        model._default_manager.filter(key_hash=key_hash, revoked_at__isnull=True)
+        .values_list(model.scope_field, flat=True)
+        .first()
+    )
+    return scope
 
 
 def key_scope(*, model: type[SecretKey], raw: str) -> str | None:
     """The scope a presented key grants (environment key, owner id), or None for a key that
     is unknown or revoked."""
     key_hash = hash_key(raw)
-    cached = cache.get(_lookup_key(model.kind, key_hash))
+    cached = _cached(_lookup_key(model.kind, key_hash))
     if cached is not None:
         return cached or None
-    scope = (
-        model._default_manager.filter(key_hash=key_hash, revoked_at__isnull=True)
-        .values_list(model.scope_field, flat=True)
-        .first()
-    )
+    scope = _scope_in_database(model, key_hash)
     ttl = settings.KEY_CACHE_SECONDS
-    cache.set(
-        _lookup_key(model.kind, key_hash), scope or "", ttl if scope else min(ttl, NEGATIVE_CACHE_SECONDS)
+    _cache(
+        "add",
+        _lookup_key(model.kind, key_hash),
+        scope or "",
+        ttl if scope else min(ttl, NEGATIVE_CACHE_SECONDS),
     )
-    return scope or None
+    return scope
 
 
 def key_scope_cached(*, model: type[SecretKey], raw: str) -> str | None:
     """The scope of a key the cache already knows as valid; None otherwise (unknown,
     revoked, or simply not cached yet). Never touches the database."""
-    return cache.get(_lookup_key(model.kind, hash_key(raw))) or None
+    return _cached(_lookup_key(model.kind, hash_key(raw))) or None
 
 
 def key_note_use(*, model: type[SecretKey], raw: str) -> None:
+    """Remember that a key was used now, at most once a minute per process."""
     key_hash = hash_key(raw)
     now = time.monotonic()
     if now - _noted.get(key_hash, -NOTE_USE_EVERY) < NOTE_USE_EVERY:
         return
     _noted[key_hash] = now
-    cache.set(_used_key(model.kind, key_hash), timezone.now().isoformat(), None)
+    if settings.KEY_CACHE_SHARED:
+        _cache("set", _used_key(model.kind, key_hash), timezone.now().isoformat(), None)
+    else:
+        model._default_manager.filter(key_hash=key_hash).update(last_used_at=timezone.now())
 
 
 def key_models() -> list[type[SecretKey]]:
@@ -124,7 +160,7 @@ def keys_flush_last_used() -> int:
     updated = 0
     for model in key_models():
         for key in model._default_manager.filter(revoked_at__isnull=True).only("pk", "key_hash"):
-            seen = cache.get(_used_key(model.kind, key.key_hash))
+            seen = _cached(_used_key(model.kind, key.key_hash))
             if seen:
                 model._default_manager.filter(pk=key.pk).update(last_used_at=seen)
                 updated += 1

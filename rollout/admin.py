@@ -17,7 +17,6 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from analemma_sdk.flags.spec import InvalidDocumentError
 from keys.admin import OneTimeKeyAdmin
 
 from . import services
@@ -47,6 +46,17 @@ class EnvironmentAdmin(admin.ModelAdmin[Environment]):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        return ("key",) if obj else ()  # SDK keys and served documents carry it
+
+    def save_model(
+        self, request: HttpRequest, obj: Environment, form: forms.ModelForm[Environment], change: bool
+    ) -> None:
+        if change:
+            services.environment_rename(environment=obj, name=obj.name, actor=_actor(request))
+        else:
+            obj.pk = services.environment_create(key=obj.key, name=obj.name, actor=_actor(request)).pk
 
     @admin.display(description=_("current revision"), ordering="latest_revision")
     def current_revision(self, obj: Environment) -> str:
@@ -173,7 +183,7 @@ class FlagAdmin(admin.ModelAdmin[Flag]):
                 owner=obj.owner,
                 actor=_actor(request),
             )
-        except (InvalidDocumentError, ValidationError) as exc:
+        except (services.InvalidDocumentError, ValidationError) as exc:
             raise ValidationError(str(exc)) from exc
         obj.pk = created.pk
 
@@ -198,7 +208,7 @@ class FlagAdmin(admin.ModelAdmin[Flag]):
                     reason=reason,
                     **changes,
                 )
-            except (InvalidDocumentError, ValidationError) as exc:
+            except (services.InvalidDocumentError, ValidationError) as exc:
                 messages.error(request, f"{state.environment}: {exc}")
                 continue
             formset.changed_objects.append((state, state_form.changed_data))

@@ -1,10 +1,12 @@
 """GET /api/v1/flagset: the SDK key's environment's current revision, from the cache.
 
 A plain Django view, not part of the typed API layer: SDK fleets poll it, so it and its WSGI
-fast path (rollout.fastpath) stay as lean as they are. The generated API description still
-describes it (see analemma.api)."""
+fast path (rollout.fastpath) stay as lean as they are. ``openapi_path_item()`` describes it
+for the generated API description, beside the code it describes."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -15,7 +17,9 @@ from keys.services import key_note_use, key_scope
 from keys.tokens import bearer_key
 
 from .models import SdkKey
-from .services.documents import conditional, document_cached, document_publish_latest
+from .services.documents import CACHE_CONTROL, conditional, document_cached, document_publish_latest
+
+PATH = "/api/v1/flagset"
 
 
 def _unauthorized() -> JsonResponse:
@@ -43,3 +47,34 @@ def flagset(request: HttpRequest) -> HttpResponse:
     for name, value in headers:
         response[name] = value
     return response
+
+
+def openapi_path_item() -> dict[str, Any]:
+    """This endpoint in OpenAPI terms; its document's schemas (Flag, FlagSet) come from the
+    SDK's spec and the error schema from the typed layer, both as components."""
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
+    return {
+        "get": {
+            "operationId": "rollout_api_flagset",
+            "summary": "The current revision of the key's environment",
+            "tags": ["rollout"],
+            "security": [{"sdkKey": []}],
+            "parameters": [{"name": "If-None-Match", "in": "header", "schema": {"type": "string"}}],
+            "responses": {
+                "200": {
+                    "description": f"The flag set; strong ETag, Cache-Control: {CACHE_CONTROL}.",
+                    "headers": {"ETag": {"schema": {"type": "string"}}},
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/FlagSet"}}},
+                },
+                "304": {"description": "Unchanged since the ETag given in If-None-Match."},
+                "401": {"description": "Missing, unknown or revoked key.", "content": error},
+                "404": {"description": "The environment has no flag set yet.", "content": error},
+                "405": {"description": "Only GET.", "content": error},
+            },
+        }
+    }
+
+
+OPENAPI_SECURITY = {
+    "sdkKey": {"type": "http", "scheme": "bearer", "description": "Read-only SDK key of one environment."}
+}

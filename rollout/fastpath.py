@@ -20,10 +20,10 @@ from django.conf import settings
 from keys.services import key_note_use, key_scope_cached
 from keys.tokens import bearer_key
 
+from .api import PATH
 from .models import SdkKey
 from .services.documents import conditional, document_cached
 
-PATH = "/api/v1/flagset"
 _STATUS = {200: "200 OK", 304: "304 Not Modified"}
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]

@@ -133,7 +133,7 @@ def job_create(request: HttpRequest, response: HttpResponse, body: JobIn) -> Any
         workflow_id=body.workflow_id,
         execution_id=body.execution_id,
         state=body.state,
-        parent=body.parent,
+        parent=body.parent or "",
         submitted_by=request.user.get_username(),
     )
     transaction.on_commit(lambda: run_dehydration_job_task.delay(str(job.pk)))
@@ -143,7 +143,7 @@ def job_create(request: HttpRequest, response: HttpResponse, body: JobIn) -> Any
 
 
 @router.get(
-    "/jobs/{job_id}",
+    "/jobs/{uuid:job_id}",
     url_name="statebag-job",
     auth=PermittedSession("statebag.view_dehydrationjob"),
     response={200: JobOut, **_SCOPED},

@@ -121,7 +121,9 @@ class JobIn(Schema):
     workflow_id: Id
     execution_id: Id
     state: dict[str, Any]
-    parent: Annotated[str, Field(max_length=64, description="Manifest hash the new version follows.")] = ""
+    parent: (
+        Annotated[str, Field(max_length=64, description="Manifest hash the new version follows.")] | None
+    ) = ""
 
 
 class JobManifestOut(Schema):

@@ -51,7 +51,8 @@ def write_key(owner_id: str = "acme", *, actor: str = "ops", name: str = "") -> 
     return key, key_create(key=key, actor=actor)
 
 
-def sdk_key_environment(raw: str) -> str | None:
+def sdk_key_scope(raw: str) -> str | None:
+    """The environment the service resolves an SDK key to (None: refused)."""
     return key_scope(model=SdkKey, raw=raw)
 
 

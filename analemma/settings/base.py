@@ -111,12 +111,14 @@ CACHES = {
     )
 }
 
+# Whether every process sees the same cache (Redis), or each its own memory.
+KEY_CACHE_SHARED = bool(REDIS_URL)
 # How long a resolved API key is trusted before the database is asked again. With a cache
-# shared by every process (Redis) a revocation deletes the entry everywhere at once; with
-# process memory another process's revocation is only seen when the entry expires.
-KEY_CACHE_SECONDS = env.int("KEY_CACHE_SECONDS", default=300 if REDIS_URL else 1)
+# shared by every process a revocation reaches the entry everywhere at once; with process
+# memory another process's revocation is only seen when the entry expires.
+KEY_CACHE_SECONDS = env.int("KEY_CACHE_SECONDS", default=300 if KEY_CACHE_SHARED else 1)
 # JSON request bodies nest at most this deep (the API answers 400 beyond).
-API_MAX_JSON_DEPTH = env.int("API_MAX_JSON_DEPTH", default=64)
+API_MAX_JSON_DEPTH = env.int("API_MAX_JSON_DEPTH", default=200)
 
 LOGGING = {
     "version": 1,

@@ -47,6 +47,25 @@ def copy_back(apps, schema_editor):
     )
 
 
+def move_permission_grants(apps, schema_editor):
+    """Who could see (or change) the old audit log may see the new one."""
+    content_type = apps.get_model("contenttypes", "ContentType")
+    permission = apps.get_model("auth", "Permission")
+    old_type = content_type.objects.filter(app_label="rollout", model="auditentry").first()
+    if old_type is None:
+        return
+    new_type, _ = content_type.objects.get_or_create(app_label="audit", model="auditentry")
+    for old in permission.objects.filter(content_type=old_type):
+        action = old.codename.split("_", 1)[0]
+        new, _ = permission.objects.get_or_create(
+            content_type=new_type, codename=old.codename, defaults={"name": f"Can {action} audit entry"}
+        )
+        for group in old.group_set.all():
+            group.permissions.add(new)
+        for user in old.user_set.all():
+            user.user_permissions.add(new)
+
+
 def drop_key_use_schedule(apps, schema_editor):
     apps.get_model("django_celery_beat", "PeriodicTask").objects.filter(task="rollout.flush_sdk_key_use").delete()
 
@@ -56,6 +75,8 @@ class Migration(migrations.Migration):
         ("rollout", "0003_default_schedules"),
         ("audit", "0001_initial"),
         ("keys", "0001_default_schedules"),
+        ("auth", "0012_alter_user_first_name_max_length"),
+        ("contenttypes", "0002_remove_content_type_name"),
     ]
 
     operations = [
@@ -88,6 +109,7 @@ class Migration(migrations.Migration):
             ),
         ),
         migrations.RunPython(copy_entries, copy_back),
+        migrations.RunPython(move_permission_grants, migrations.RunPython.noop),
         migrations.DeleteModel(name="AuditEntry"),
         migrations.RunPython(drop_key_use_schedule, migrations.RunPython.noop),
     ]

@@ -1,6 +1,10 @@
 """dev, staging and prod, each with the state bag's own flags (off, zstd level 3) and a first
 revision. Idempotent: a database seeded before this migration existed keeps what it has and
-only gains what is missing."""
+only gains what is missing.
+
+The revision's document is built by the service's own code rather than a frozen copy: a new
+database must start with the document format the service serves today, and every test run
+migrates a new database, so a change that breaks this migration fails at once."""
 
 from django.db import migrations
 

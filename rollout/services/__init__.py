@@ -1,9 +1,10 @@
-"""Every write of the rollout app, by entity: flags, revisions, documents and plans. Keys are
-the keys app's, the audit log the audit app's."""
+"""Every write of the rollout app, by entity: environments, flags, revisions, documents and
+plans. Keys are the keys app's, the audit log the audit app's."""
 
 from analemma_sdk.flags.spec import InvalidDocumentError, InvalidFlagError
 
 from .documents import conditional, document_cached, document_publish, document_publish_latest
+from .environments import environment_create, environment_rename
 from .flags import flag_create, flag_details_update, flag_kill, flag_state_update
 from .plans import (
     GuardVerdict,
@@ -26,6 +27,8 @@ __all__ = [
     "document_cached",
     "document_publish",
     "document_publish_latest",
+    "environment_create",
+    "environment_rename",
     "flag_create",
     "flag_details_update",
     "flag_kill",

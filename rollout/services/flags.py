@@ -32,6 +32,9 @@ def _percentage(flag: Flag, value: Any) -> Decimal:
 
 
 def _check(key: str, spec: dict[str, Any]) -> None:
+    """The changed flag, before anything is assigned: the model's own cleaning would coerce
+    (a seed of "7" to 7) what the document's rules refuse. revision_create then checks the
+    whole document as it will be served."""
     check_flag(key, spec)
     check_sdk_flag(key, spec)
 

@@ -48,13 +48,14 @@ def revision_create(
     flags = {state.flag.key: flag_document(state) for state in flag_states_of(environment=environment)}
     document = flag_set_document(environment.key, number, flags)
     body = document_body(document)
-    check_publishable(document, body)
+    diff = _diff(previous.document["flags"] if previous else {}, flags)
+    check_publishable(document, body, changed={change["flag"] for change in diff})
     revision = Revision.objects.create(
         environment=environment,
         number=number,
         document=document,
         etag=document_etag(body),
-        diff=_diff(previous.document["flags"] if previous else {}, flags),
+        diff=diff,
         reason=reason,
         created_by=actor,
         rolled_back_to=rolled_back_to,

@@ -1,4 +1,4 @@
-"""Writes and engine wiring of the state bag. Other apps import from here."""
+"""Writes and engine wiring of the state bag; the API, tasks, admin and commands call these."""
 
 from .chain import manifest_chain, manifest_verify
 from .stores import statebag_store

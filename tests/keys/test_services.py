@@ -59,13 +59,58 @@ def test_key_scope__cached__no_query_on_the_second_lookup(any_key, django_assert
         assert key_scope(model=model, raw=raw) == scope
 
 
-def test_keys_flush_last_used__both_kinds_noted__both_recorded(any_key):
+def test_keys_flush_last_used__shared_cache__noted_there_then_copied(any_key, settings):
+    settings.KEY_CACHE_SHARED = True
     key, raw, model, _ = any_key
     services._noted.clear()
     services.key_note_use(model=model, raw=raw)
+    key.refresh_from_db()
+    assert key.last_used_at is None  # no write on the request's path
     assert services.keys_flush_last_used() == 1
     key.refresh_from_db()
     assert key.last_used_at is not None
+
+
+def test_key_note_use__process_memory_cache__written_at_most_once_a_minute(
+    any_key, django_assert_num_queries
+):
+    key, raw, model, _ = any_key
+    services._noted.clear()
+    with django_assert_num_queries(1):
+        services.key_note_use(model=model, raw=raw)
+        services.key_note_use(model=model, raw=raw)
+    key.refresh_from_db()
+    assert key.last_used_at is not None
+
+
+def test_key_scope__lookup_that_read_the_key_before_its_revocation__cannot_bring_it_back(
+    any_key, monkeypatch, django_capture_on_commit_callbacks
+):
+    key, raw, model, scope = any_key
+    read_from_database = services._scope_in_database
+
+    def read_then_revoked(model, key_hash):
+        found = read_from_database(model, key_hash)  # still valid when read...
+        with django_capture_on_commit_callbacks(execute=True):
+            key_revoke(key=key, actor="bob")  # ...revoked before the lookup caches it
+        return found
+
+    monkeypatch.setattr(services, "_scope_in_database", read_then_revoked)
+    assert key_scope(model=model, raw=raw) == scope  # that one request was already in flight
+    monkeypatch.setattr(services, "_scope_in_database", read_from_database)
+    assert key_scope(model=model, raw=raw) is None
+
+
+def test_key_scope__cache_down__the_database_answers(any_key, monkeypatch):
+    _, raw, model, scope = any_key
+
+    def down(*args, **kwargs):
+        raise ConnectionError("cache down")
+
+    for operation in ("get", "add", "set", "delete"):
+        monkeypatch.setattr(services.cache, operation, down)
+    assert key_scope(model=model, raw=raw) == scope
+    assert key_scope(model=model, raw="awk_unknown") is None
 
 
 @pytest.mark.parametrize("owner", ["..", "a/b", "", "x" * 129, "e1\n"])

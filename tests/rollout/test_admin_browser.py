@@ -8,7 +8,7 @@ from rollout import services
 from rollout.models import Environment, Flag, FlagState, Revision
 
 from ..browser import chromium, screenshot
-from ..factories import UserFactory, sdk_key, sdk_key_environment
+from ..factories import UserFactory, sdk_key, sdk_key_scope
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("rollout_defaults")]
 PASSWORD = "correct-horse-battery-staple"
@@ -109,6 +109,6 @@ def test_admin__sdk_key_created_in_admin__shown_once_and_works(client):
     response = client.post(reverse("admin:rollout_sdkkey_add"), {"environment": prod.pk, "name": "lambda"})
     raw = response.content.decode().split('<code id="sdk-key">')[1].split("</code>")[0]
     assert "no-store" in response["Cache-Control"]
-    assert sdk_key_environment(raw) == "prod"
+    assert sdk_key_scope(raw) == "prod"
     listing = client.get(reverse("admin:rollout_sdkkey_changelist")).content.decode()
     assert raw not in listing

@@ -5,7 +5,7 @@ from django.core.management import CommandError, call_command
 
 from rollout.models import Environment, FlagState
 
-from ..factories import sdk_key_environment
+from ..factories import sdk_key_scope
 
 pytestmark = pytest.mark.django_db
 
@@ -34,11 +34,11 @@ def test_rollout_command__set_kill_rollback_show():
 def test_rollout_command__sdk_key_create_prints_key_once_and_revoke(django_capture_on_commit_callbacks):
     out, err = run("sdk-key", "create", "--env", "staging", "--name", "ci")
     raw = out.strip()
-    assert sdk_key_environment(raw) == "staging" and raw not in err
+    assert sdk_key_scope(raw) == "staging" and raw not in err
     prefix = Environment.objects.get(key="staging").sdk_keys.get().prefix
     with django_capture_on_commit_callbacks(execute=True):
         run("sdk-key", "revoke", prefix)
-    assert sdk_key_environment(raw) is None
+    assert sdk_key_scope(raw) is None
 
 
 @pytest.mark.parametrize(

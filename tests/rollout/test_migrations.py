@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 from django.apps import apps
+from django.contrib.auth.models import Group
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
@@ -20,6 +21,8 @@ BEFORE_MOVE = [
     ("rollout", "0003_default_schedules"),
     ("audit", "0001_initial"),
     ("keys", "0001_default_schedules"),
+    ("auth", "0012_alter_user_first_name_max_length"),
+    ("contenttypes", "0002_remove_content_type_name"),
 ]
 
 
@@ -39,6 +42,13 @@ def test_audit_log_move__entries_copied_with_environment_actor_and_time():
     entries.create(environment=None, actor="bob", action="flag.create", target="checkout")
     long_ago = timezone.now() - timedelta(days=400)
     entries.filter(actor="alice").update(created_at=long_ago)
+    old_type = old.get_model("contenttypes", "ContentType").objects.get_or_create(
+        app_label="rollout", model="auditentry"
+    )[0]
+    viewing = old.get_model("auth", "Permission").objects.get_or_create(
+        content_type=old_type, codename="view_auditentry", defaults={"name": "Can view audit entry"}
+    )[0]
+    old.get_model("auth", "Group").objects.create(name="auditors").permissions.add(viewing)
 
     migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
 
@@ -51,6 +61,8 @@ def test_audit_log_move__entries_copied_with_environment_actor_and_time():
     )
     assert abs(alice.created_at - long_ago) < timedelta(seconds=1)
     assert AuditEntry.objects.get(actor="bob").environment == ""
+    auditors = Group.objects.get(name="auditors")
+    assert auditors.permissions.filter(content_type__app_label="audit", codename="view_auditentry").exists()
 
 
 @pytest.mark.django_db

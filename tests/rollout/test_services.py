@@ -1,8 +1,13 @@
 import pytest
 
+from analemma_sdk.flags.document import FlagSet
+from analemma_sdk.flags.spec import flag_set_document
 from audit.models import AuditEntry
 from rollout import services
 from rollout.models import Environment, Flag, FlagState, Revision
+from rollout.services.documents import flag_document
+
+from ..factories import sdk_key
 
 pytestmark = pytest.mark.django_db
 
@@ -127,3 +132,39 @@ def test_flag_details_update__description_and_owner__saved_and_audited(checkout)
     assert (checkout.description, checkout.owner) == ("new checkout", "payments")
     entry = AuditEntry.objects.get(action="flag.describe")
     assert (entry.actor, entry.detail["after"]["owner"]) == ("carol", "payments")
+
+
+def test_flag_kill__older_data_outside_todays_checks__unrelated_change_still_made(prod, checkout):
+    # A revision written by an earlier version, which checked less: a numeric unit id and a
+    # zstd level the state bag engine ignores.
+    FlagState.objects.filter(flag__key="zstd_level", environment=prod).update(enabled=True, value=99)
+    FlagState.objects.filter(flag=checkout, environment=prod).update(
+        enabled=True, value="new", targets=[{"units": [123], "value": "vip"}]
+    )
+    states = FlagState.objects.filter(environment=prod).select_related("flag")
+    number = Revision.objects.filter(environment=prod).count() + 1
+    document = flag_set_document("prod", number, {s.flag.key: flag_document(s) for s in states})
+    Revision.objects.create(environment=prod, number=number, document=document, etag='"old"')
+
+    revision = services.flag_kill(flag=checkout, environment=prod, actor="oncall")
+
+    assert revision.document["flags"]["checkout-v2"]["enabled"] is False
+    served = FlagSet(revision.document, environment="prod")  # and every SDK accepts it
+    assert served.flags["zstd_level"].value == 99
+
+
+def test_environment_create__every_flag_off_and_served_at_once(client):
+    environment = services.environment_create(key="eu-canary", name="EU canary", actor="ops")
+    revision = environment.revisions.get()
+    assert set(revision.document["flags"]) == set(Flag.objects.values_list("key", flat=True))
+    assert not any(spec["enabled"] for spec in revision.document["flags"].values())
+    _, raw = sdk_key(environment)
+    response = client.get("/api/v1/flagset", HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert response.status_code == 200 and response.json()["environment"] == "eu-canary"
+    assert AuditEntry.objects.filter(action="environment.create", environment="eu-canary").exists()
+
+
+def test_sdk_key__environment_key_of_the_longest_length__created():
+    environment = services.environment_create(key="e" * 64, name="long", actor="ops")
+    key, raw = sdk_key(environment)
+    assert raw.startswith(key.prefix) and key.prefix.startswith("ask_" + "e" * 64 + "_")

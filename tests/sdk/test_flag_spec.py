@@ -61,7 +61,7 @@ def test_flag_spec__built_by_the_builder__accepted_by_the_check_and_the_sdk():
         ({"variants": [{"value": True}]}, "variants must be"),
         ({"variants": [{"value": "x", "weight": 100_000}]}, "a variant's value"),
         ({"targets": [{"units": "e-1", "value": True}]}, "targets"),
-        ({"targets": [{"units": [1], "value": True}]}, "targets"),
+        ({"targets": [{"units": [{"id": 1}], "value": True}]}, "targets"),
         ({"rules": [{"attribute": "a", "op": "regex", "values": [], "value": True}]}, "op must be"),
         ({"rules": [{"op": "in", "values": [], "value": True}]}, "attribute"),
         ({"seed": "7"}, "seed"),
@@ -113,3 +113,9 @@ def test_json_schemas__describe_what_the_builder_makes():
     validate(document, {**schemas["FlagSet"], "components": {"schemas": schemas}})
     for spec in document["flags"].values():
         validate(spec, schemas["Flag"])
+
+
+def test_targets__numeric_unit_ids_from_older_flag_sets__accepted_and_matched_as_text():
+    spec = flag_spec("boolean", False, enabled=True, percentage=0, targets=[{"units": [123], "value": True}])
+    flag_set = FlagSet(flag_set_document("prod", 1, {"f": spec}))
+    assert flag_set.flags["f"].evaluate("123", None) == (True, None, "targeted")

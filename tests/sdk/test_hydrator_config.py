@@ -174,7 +174,6 @@ def test_config_tag__positional_and_keyed__execution_keeps_its_configuration(sto
         [1, 1, 9],
         [1, 1, 99, 0],
         [1, 1, None, 0],
-        {"use_batching": True, "use_zstd": True, "zstd_level": 9},
         {"use_batching": True, "use_zstd": True, "zstd_level": "high", "use_2pc": False},
         "1,1,9,0",
         None,
@@ -184,3 +183,15 @@ def test_config_tag__malformed__ignored(tag):
     assert read_config_tag(tag) == {}
     event = {META_KEY: {"execution": "exec-6", "cfg": tag}}
     assert resolve_config(event=event).sources["use_batching"] == "default"
+
+
+def test_config_tag__keyed_tag_without_a_setting__the_others_still_pin():
+    # A setting added after the payload was written: what the payload did record still holds.
+    tag = {"use_batching": True, "use_zstd": True, "zstd_level": 9}
+    assert read_config_tag(tag) == tag
+    config = resolve_config(event={META_KEY: {"execution": "exec-7", "cfg": tag}}, unit="exec-7")
+    assert (config.zstd_level, config.sources["zstd_level"], config.sources["use_2pc"]) == (
+        9,
+        "execution",
+        "default",
+    )

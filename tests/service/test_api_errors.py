@@ -81,7 +81,7 @@ def test_api__jobs_without_session_or_permission__401_then_403(client):
         ("[1, 2]", "invalid_json"),
         ('{"owner_id": NaN}', "invalid_json"),
         ("[" * 100_000 + "]" * 100_000, "too_deep"),
-        ('{"a":' * 70 + "1" + "}" * 70, "too_deep"),
+        ('{"a":' * 201 + "1" + "}" * 201, "too_deep"),
         ({"owner_id": "acme", "workflow_id": "wf"}, "invalid_request"),
         ({"owner_id": "acme", "workflow_id": "../x", "execution_id": "e1"}, "invalid_request"),
         (
@@ -104,10 +104,18 @@ def test_prepare__malformed_body__400_with_code_and_nothing_recorded(client, bea
     assert not CommitTransaction.objects.exists()
 
 
+def test_prepare__body_over_the_upload_limit__413_and_nothing_recorded(client, bearer, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    body = {"owner_id": "acme", "workflow_id": "wf", "execution_id": "e1", "idempotency_key": "x" * 2000}
+    error_of(post_json(client, PREPARE, body, **bearer), 413, "payload_too_large")
+    assert not CommitTransaction.objects.exists()
+
+
 def test_prepare__invalid_field__named_in_the_answer(client, bearer):
     body = {"owner_id": "acme", "workflow_id": "wf", "execution_id": "e1", "upload": "carrier-pigeon"}
     answer = error_of(post_json(client, PREPARE, body, **bearer), 400, "invalid_request")
-    assert ["body", "body", "upload"] in [problem["loc"] for problem in answer["problems"]]
+    assert ["body", "upload"] in [problem["loc"] for problem in answer["problems"]]
+    assert "upload:" in answer["error"]
 
 
 def test_api__a_crash__500_json_without_details(client, bearer, monkeypatch):
@@ -118,3 +126,15 @@ def test_api__a_crash__500_json_without_details(client, bearer, monkeypatch):
     body = {"owner_id": "acme", "workflow_id": "wf", "execution_id": "e1"}
     answer = error_of(post_json(client, PREPARE, body, **bearer), 500, "server_error")
     assert "secret" not in json.dumps(answer)
+
+
+def test_jobs__parent_null__accepted_as_no_parent(client):
+    client.force_login(UserFactory(permissions=["statebag.add_dehydrationjob"]))
+    body = {"owner_id": "acme", "workflow_id": "wf", "execution_id": "e1", "state": {"a": 1}, "parent": None}
+    assert post_json(client, "/api/v1/statebag/jobs", body).status_code == 202
+
+
+def test_jobs__detail_of_an_id_that_is_no_job_id__404(client):
+    client.force_login(UserFactory(permissions=["statebag.view_dehydrationjob"]))
+    error_of(client.get("/api/v1/statebag/jobs/not-a-uuid"), 404, "not_found")
+    error_of(client.get("/api/v1/statebag/jobs/00000000-0000-0000-0000-000000000000"), 404, "not_found")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from keys.services import key_create, key_revoke
@@ -116,7 +117,10 @@ class Command(BaseCommand):
     def _sdk_key(self, options: dict[str, Any]) -> None:
         if options["key_action"] == "create":
             key = SdkKey(environment=self._environment(options["env"]), name=options["name"])
-            raw = key_create(key=key, actor=ACTOR)
+            try:
+                raw = key_create(key=key, actor=ACTOR)
+            except ValidationError as exc:
+                raise CommandError("; ".join(exc.messages)) from exc
             self.stdout.write(raw)
             self.stderr.write(f"SDK key {key.prefix}… for {key.environment}: shown once, stored hashed.")
             return

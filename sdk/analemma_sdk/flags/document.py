@@ -20,13 +20,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..bucketing import bucket_value, variant_index
-from .spec import UNIT_ATTRIBUTE, InvalidDocumentError, check_document
+
+# DOCUMENT_FORMAT, KINDS and RULE_OPS were defined here before spec.py owned them.
+from .spec import DOCUMENT_FORMAT, KINDS, RULE_OPS, UNIT_ATTRIBUTE, InvalidDocumentError, check_document
 
 TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["CompiledFlag", "FlagDetails", "FlagSet", "InvalidDocumentError"]
+__all__ = [
+    "DOCUMENT_FORMAT",
+    "KINDS",
+    "RULE_OPS",
+    "CompiledFlag",
+    "FlagDetails",
+    "FlagSet",
+    "InvalidDocumentError",
+]
 
 OFF = "off"
 TARGETED = "targeted"
@@ -129,7 +139,7 @@ class CompiledFlag:
         self.targets: dict[str, Any] = {}
         for target in spec.get("targets") or []:
             for unit in target["units"]:
-                self.targets.setdefault(unit, target["value"])  # the first target wins
+                self.targets.setdefault(str(unit), target["value"])  # the first target wins
         self.rules = tuple(
             (rule["attribute"], rule["op"], list(rule["values"]), rule["value"])
             for rule in spec.get("rules") or []

@@ -24,7 +24,7 @@ from ..bucketing import TOTAL_WEIGHT
 
 TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
     from typing import Any
 
 DOCUMENT_FORMAT = 1
@@ -221,10 +221,11 @@ def _check_targets(key: str, kind: str, targets: Any) -> None:
     if not isinstance(targets, list):
         raise InvalidFlagError(key, 'targets must be a list of {"units": [...], "value": ...}')
     for target in targets:
+        # Unit ids are matched as text; numbers are taken as theirs (stored flag sets have them).
         if not (
             isinstance(target, Mapping)
             and isinstance(target.get("units"), list)
-            and all(isinstance(unit, str) for unit in target["units"])
+            and all(isinstance(unit, str) or _is_number(unit) for unit in target["units"])
             and "value" in target
         ):
             raise InvalidFlagError(key, 'targets must be a list of {"units": ["unit id", ...], "value": ...}')
@@ -295,12 +296,17 @@ def check_document(document: Any, *, environment: str | None = None) -> None:
         check_flag(str(key), spec)
 
 
-def check_publishable(document: Mapping[str, Any], body: bytes) -> None:
+def check_publishable(
+    document: Mapping[str, Any], body: bytes, *, changed: Iterable[str] | None = None
+) -> None:
     """What the service checks before it saves a revision: every SDK accepts the document
-    (``body`` is its serialised form) and every flag the SDK reads is within its bounds."""
+    (``body`` is its serialised form) and every flag the SDK reads is within its bounds.
+    ``changed`` limits the bounds to the flags the revision changes, so a value stored before
+    the bounds were enforced never blocks an unrelated change (the kill switch above all)."""
     check_document(document)
-    for key, spec in document["flags"].items():
-        check_sdk_flag(key, spec)
+    flags = document["flags"]
+    for key in flags if changed is None else [key for key in changed if key in flags]:
+        check_sdk_flag(key, flags[key])
     if len(body) > MAX_DOCUMENT_BYTES:
         raise InvalidDocumentError(
             f"the flag set would be {len(body):,} bytes; SDKs accept at most {MAX_DOCUMENT_BYTES:,}"

@@ -26,13 +26,16 @@ from typing import Any
 
 from ..flags.spec import SDK_FLAGS
 from . import metrics
-from .codec import DEFAULT_ZSTD_LEVEL, validate_level
+from .codec import validate_level
 
 logger = logging.getLogger("analemma_sdk.statebag")
 
 # The configuration is the SDK's own flags; each has an environment variable of its name.
 FIELDS = tuple(SDK_FLAGS)
 ENV_NAMES = {name: name.upper() for name in FIELDS}
+# Payloads written before the tag was keyed by name carry it as a list, in this order: pinned,
+# whatever flags are added later.
+POSITIONAL_TAG = ("use_batching", "use_zstd", "zstd_level", "use_2pc")
 DEFAULTS: dict[str, Any] = {name: declared["default"] for name, declared in SDK_FLAGS.items()}
 META_KEY = "__statebag__"
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -120,32 +123,38 @@ def unit_from_event(event: Any) -> str | None:
     return None
 
 
-def config_tag(*, use_batching: bool, use_zstd: bool, zstd_level: int, use_2pc: bool) -> dict[str, Any]:
+def _checked(name: str, value: Any) -> Any:
+    """A recorded or served value of one setting, as the hydrator takes it; ValueError else."""
+    if name == "zstd_level":
+        return validate_level(int(value))
+    return bool(value)
+
+
+def config_tag(values: Mapping[str, Any]) -> dict[str, Any]:
     """The configuration as each payload records it (``meta["cfg"]``), keyed by field name."""
-    return {"use_batching": use_batching, "use_zstd": use_zstd, "zstd_level": zstd_level, "use_2pc": use_2pc}
+    return {name: values[name] for name in FIELDS}
 
 
 def read_config_tag(tag: Any) -> dict[str, Any]:
-    """The configuration a payload recorded; empty when the tag is missing or malformed.
+    """The settings a payload recorded; a missing or malformed tag or entry records nothing.
 
     Payloads written before the tag was keyed carry it positionally as
     ``[batching, zstd, level, 2pc]`` (ints); executions still running then must keep their
     configuration, so that form is read too."""
-    if isinstance(tag, list) and len(tag) == len(FIELDS):
-        values = dict(zip(FIELDS, tag, strict=True))
-    elif isinstance(tag, Mapping) and all(name in tag for name in FIELDS):
-        values = {name: tag[name] for name in FIELDS}
+    if isinstance(tag, list) and len(tag) == len(POSITIONAL_TAG):
+        values: Mapping[str, Any] = dict(zip(POSITIONAL_TAG, tag, strict=True))
+    elif isinstance(tag, Mapping):
+        values = tag
     else:
         return {}
-    try:
-        return {
-            "use_batching": bool(values["use_batching"]),
-            "use_zstd": bool(values["use_zstd"]),
-            "zstd_level": validate_level(int(values["zstd_level"])),
-            "use_2pc": bool(values["use_2pc"]),
-        }
-    except (TypeError, ValueError):
-        return {}
+    recorded = {}
+    for name in FIELDS:
+        if name in values:
+            try:
+                recorded[name] = _checked(name, values[name])
+            except (TypeError, ValueError):
+                return {}  # a damaged tag: trust none of it
+    return recorded
 
 
 def _pinned(event: Any, unit: str | None) -> dict[str, Any]:
@@ -157,14 +166,10 @@ def _pinned(event: Any, unit: str | None) -> dict[str, Any]:
 
 def _from_flags(flags: Any, unit: str | None) -> tuple[dict[str, Any], int | None]:
     try:
-        values = {
-            "use_batching": flags.bool("use_batching", unit=unit, default=False),
-            "use_zstd": flags.bool("use_zstd", unit=unit, default=False),
-            "zstd_level": validate_level(
-                int(flags.number("zstd_level", unit=unit, default=DEFAULT_ZSTD_LEVEL))
-            ),
-            "use_2pc": flags.bool("use_2pc", unit=unit, default=False),
-        }
+        values = {}
+        for name, declared in SDK_FLAGS.items():
+            read = flags.number if declared["kind"] == "number" else flags.bool
+            values[name] = _checked(name, read(name, unit=unit, default=declared["default"]))
         return values, getattr(flags, "revision", None)
     except Exception as exc:  # flags must never break a dehydration
         metrics.increment("statebag_flags_unavailable_total")

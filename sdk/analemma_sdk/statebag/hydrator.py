@@ -163,6 +163,12 @@ class StateHydrator:
         return self.planning.temperatures
 
     @property
+    def compression_level(self) -> int:
+        """Deprecated name of ``zstd_level``."""
+        warnings.warn("StateHydrator.compression_level is deprecated: use zstd_level", DeprecationWarning, 2)
+        return self.zstd_level
+
+    @property
     def mode(self) -> str:
         if not self.use_batching:
             return "legacy"
@@ -175,12 +181,7 @@ class StateHydrator:
 
     def config_tag(self) -> dict[str, Any]:
         """The configuration, as recorded in each payload (``config.read_config_tag`` reads it)."""
-        return config_tag(
-            use_batching=self.use_batching,
-            use_zstd=self.use_zstd,
-            zstd_level=self.zstd_level,
-            use_2pc=self.use_2pc,
-        )
+        return config_tag(vars(self))
 
     # Hydrate ---------------------------------------------------------------------------
     def hydrate(self, event: Mapping[str, Any]) -> StateBag:
