@@ -6,6 +6,20 @@ import django.core.validators
 from django.db import migrations, models
 
 
+def key_field():
+    """Environment and flag keys: the same rule, now ending at the end of the text."""
+    return models.CharField(
+        max_length=64,
+        unique=True,
+        validators=[
+            django.core.validators.RegexValidator(
+                "^[a-z0-9][a-z0-9_.-]{0,63}\\Z",
+                "lowercase letters, digits, _ . - (start with a letter or digit, at most 64)",
+            )
+        ],
+    )
+
+
 def copy_entries(apps, schema_editor):
     old = apps.get_model("rollout", "AuditEntry")
     new = apps.get_model("audit", "AuditEntry")
@@ -80,34 +94,8 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.AlterField(
-            model_name="environment",
-            name="key",
-            field=models.CharField(
-                max_length=64,
-                unique=True,
-                validators=[
-                    django.core.validators.RegexValidator(
-                        "^[a-z0-9][a-z0-9_.-]{0,63}\\Z",
-                        "lowercase letters, digits, _ . - (start with a letter or digit, at most 64)",
-                    )
-                ],
-            ),
-        ),
-        migrations.AlterField(
-            model_name="flag",
-            name="key",
-            field=models.CharField(
-                max_length=64,
-                unique=True,
-                validators=[
-                    django.core.validators.RegexValidator(
-                        "^[a-z0-9][a-z0-9_.-]{0,63}\\Z",
-                        "lowercase letters, digits, _ . - (start with a letter or digit, at most 64)",
-                    )
-                ],
-            ),
-        ),
+        migrations.AlterField(model_name="environment", name="key", field=key_field()),
+        migrations.AlterField(model_name="flag", name="key", field=key_field()),
         migrations.RunPython(copy_entries, copy_back),
         migrations.RunPython(move_permission_grants, migrations.RunPython.noop),
         migrations.DeleteModel(name="AuditEntry"),
