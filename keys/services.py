@@ -145,7 +145,7 @@ def key_note_use(*, model: type[SecretKey], raw: str) -> None:
     if now - _noted.get(key_hash, -NOTE_USE_EVERY) < NOTE_USE_EVERY:
         return
     _noted[key_hash] = now
-    if settings.KEY_CACHE_SHARED:
+    if settings.CACHE_SHARED:
         _cache("set", _used_key(model.kind, key_hash), timezone.now().isoformat(), None)
     else:
         model._default_manager.filter(key_hash=key_hash).update(last_used_at=timezone.now())

@@ -4,11 +4,14 @@ log is the audit app's."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 
-from analemma_sdk.flags.spec import KEY_HELP, KEY_PATTERN, sdk_key_compose
+from analemma_sdk.flags.spec import KEY_HELP, KEY_PATTERN, flag_set_document, sdk_key_compose
 from keys.models import SecretKey
 
 slug = RegexValidator(KEY_PATTERN, KEY_HELP)
@@ -121,11 +124,17 @@ class FlagState(models.Model):
 
 
 class Revision(models.Model):
-    """One immutable version of an environment's flag set: the document SDKs are served."""
+    """One immutable version of an environment's flag set: the document SDKs are served.
+
+    A revision stores only what it changed (``diff``); its flags are the ``FlagVersion`` rows
+    open at its number, so a change costs the flags it changes, not the flags there are.
+    Revisions saved before that keep their whole document in ``snapshot``."""
 
     environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="revisions")
     number = models.PositiveIntegerField()
-    document = models.JSONField()
+    snapshot = models.JSONField(
+        null=True, blank=True, editable=False, help_text="The whole document (older revisions)."
+    )
     etag = models.CharField(max_length=80)
     diff = models.JSONField(default=list, blank=True)
     reason = models.TextField(blank=True, default="")
@@ -144,6 +153,68 @@ class Revision(models.Model):
     def __str__(self) -> str:
         return f"{self.environment} r{self.number}"
 
+    def flags(self) -> dict[str, Any]:
+        """Every flag's spec in this revision, by key (one query for a newer revision)."""
+        if self.snapshot is not None:
+            return dict(self.snapshot["flags"])
+        return FlagVersion.objects.specs_at(environment_id=self.environment_id, number=self.number)
+
+    def flag(self, key: str) -> dict[str, Any] | None:
+        """One flag's spec in this revision, or None when it did not have that flag."""
+        if self.snapshot is not None:
+            spec: dict[str, Any] | None = self.snapshot["flags"].get(key)
+            return spec
+        return (
+            FlagVersion.objects.at(environment_id=self.environment_id, number=self.number)
+            .filter(flag_key=key)
+            .values_list("spec", flat=True)
+            .first()
+        )
+
+    @property
+    def document(self) -> dict[str, Any]:
+        """The document SDKs were served for this revision."""
+        return flag_set_document(self.environment.key, self.number, self.flags())
+
+
+class FlagVersionQuerySet(models.QuerySet["FlagVersion"]):
+    def at(self, *, environment_id: int, number: int) -> FlagVersionQuerySet:
+        return self.filter(environment_id=environment_id, since__lte=number).filter(
+            Q(until__isnull=True) | Q(until__gt=number)
+        )
+
+    def specs_at(self, *, environment_id: int, number: int) -> dict[str, Any]:
+        rows = self.at(environment_id=environment_id, number=number).values_list("flag_key", "spec")
+        return dict(sorted(rows))
+
+
+class FlagVersion(models.Model):
+    """One flag's served spec in one environment from revision ``since`` up to, not
+    including, revision ``until`` (open while ``until`` is empty). Never edited, only closed."""
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="flag_versions")
+    flag_key = models.CharField(max_length=64)
+    spec = models.JSONField()
+    since = models.PositiveIntegerField()
+    until = models.PositiveIntegerField(null=True, blank=True)
+
+    objects = FlagVersionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["environment_id", "flag_key", "since"]
+        constraints = [
+            models.UniqueConstraint(fields=["environment", "flag_key", "since"], name="flag_version_unique"),
+            models.UniqueConstraint(
+                fields=["environment", "flag_key"],
+                condition=Q(until__isnull=True),
+                name="flag_version_one_open",
+            ),
+        ]
+        indexes = [models.Index(fields=["environment", "since"], name="flag_version_since")]
+
+    def __str__(self) -> str:
+        return f"{self.flag_key} in {self.environment_id} r{self.since}-{self.until or ''}"
+
 
 class RolloutPlan(models.Model):
     """Staged steps for one flag (e.g. dev 100 % → prod 5 % → 25 % → 100 %), advanced by a
@@ -155,6 +226,7 @@ class RolloutPlan(models.Model):
         PAUSED = "paused", "Paused"
         COMPLETED = "completed", "Completed"
         ABORTED = "aborted", "Aborted"
+        FAILED = "failed", "Failed"
 
     name = models.CharField(max_length=128)
     flag = models.ForeignKey(Flag, on_delete=models.CASCADE, related_name="plans")
@@ -163,6 +235,14 @@ class RolloutPlan(models.Model):
     baseline = models.JSONField(default=dict, blank=True, help_text="Environment → revision before the plan.")
     reason = models.TextField(blank=True, default="", help_text="Why it stopped, when it did.")
     created_by = models.CharField(max_length=150, blank=True, default="")
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The operator the periodic advance acts for; it needs their rights.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -34,6 +34,18 @@ def revision_latest_for_key(*, environment_key: str) -> Revision | None:
     )
 
 
+def revision_number_etag_latest(*, environment_key: str) -> tuple[int, str] | None:
+    """The latest revision's number and ETag: the cheap check a process caching in its own
+    memory makes before trusting its copy (one indexed row)."""
+    row: tuple[int, str] | None = (
+        Revision.objects.filter(environment__key=environment_key)
+        .order_by("-number")
+        .values_list("number", "etag")
+        .first()
+    )
+    return row
+
+
 def flag_states_of(*, environment: Environment) -> QuerySet[FlagState]:
     """Every flag's state in ``environment``, with its flag, in key order."""
     return FlagState.objects.filter(environment=environment).select_related("flag").order_by("flag__key")

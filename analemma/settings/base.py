@@ -111,12 +111,15 @@ CACHES = {
     )
 }
 
-# Whether every process sees the same cache (Redis), or each its own memory.
-KEY_CACHE_SHARED = bool(REDIS_URL)
-# How long a resolved API key is trusted before the database is asked again. With a cache
-# shared by every process a revocation reaches the entry everywhere at once; with process
-# memory another process's revocation is only seen when the entry expires.
-KEY_CACHE_SECONDS = env.int("KEY_CACHE_SECONDS", default=300 if KEY_CACHE_SHARED else 1)
+# Whether every process sees the same cache (Redis), or each its own memory. Either way a
+# committed change reaches every server process within a second: Redis is written on commit;
+# a process caching in its own memory asks the database, at most every
+# CACHE_LOCAL_CHECK_SECONDS, whether a flag set changed, and trusts a key that long.
+CACHE_SHARED = bool(REDIS_URL)
+CACHE_LOCAL_CHECK_SECONDS = env.float("CACHE_LOCAL_CHECK_SECONDS", default=0.5)
+# How long a resolved API key is trusted before the database is asked again. With a shared
+# cache a revocation overwrites the entry everywhere at once.
+KEY_CACHE_SECONDS = env.float("KEY_CACHE_SECONDS", default=300 if CACHE_SHARED else CACHE_LOCAL_CHECK_SECONDS)
 # JSON request bodies nest at most this deep (the API answers 400 beyond).
 API_MAX_JSON_DEPTH = env.int("API_MAX_JSON_DEPTH", default=200)
 

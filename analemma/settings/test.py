@@ -14,7 +14,7 @@ DATABASES = {
 }
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-KEY_CACHE_SHARED = False
+CACHE_SHARED = False
 KEY_CACHE_SECONDS = 1
 # Eager unless a test starts a real worker and broker (the worker-kill test does).
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=True)

@@ -15,7 +15,13 @@ from .plans import (
     plan_start,
     plans_advance,
 )
-from .revisions import UnknownRevision, revision_create, revision_rollback
+from .revisions import (
+    UnknownRevision,
+    flag_rollback,
+    revision_create,
+    revision_rollback,
+    rollback_preview,
+)
 
 __all__ = [
     "GuardVerdict",
@@ -32,6 +38,7 @@ __all__ = [
     "flag_create",
     "flag_details_update",
     "flag_kill",
+    "flag_rollback",
     "flag_state_update",
     "plan_abort",
     "plan_pause",
@@ -40,4 +47,5 @@ __all__ = [
     "plans_advance",
     "revision_create",
     "revision_rollback",
+    "rollback_preview",
 ]

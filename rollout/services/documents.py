@@ -1,20 +1,31 @@
 """The flag-set document SDKs are served, its ETag, and its cache.
 
 A document is one environment's revision: everything an SDK needs to evaluate every flag
-locally, in the shape ``analemma_sdk.flags.spec`` defines. It is stored with the revision and
-published to the cache after commit, so the SDK endpoint answers from the cache alone."""
+locally, in the shape ``analemma_sdk.flags.spec`` defines. It is built when the revision is
+saved and published to the cache after commit, so the SDK endpoint answers from the cache.
+
+Every server process must see a change committed by any process within a second:
+
+* with a cache every process shares (Redis, ``settings.CACHE_SHARED``), the commit writes the
+  new document there and the warm path never asks the database;
+* with each process caching in its own memory (the embedded default, or no Redis), an entry
+  is trusted for ``settings.CACHE_LOCAL_CHECK_SECONDS``; after that one indexed query asks
+  the database for the environment's latest revision number, and only a newer number
+  rebuilds the document."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from django.conf import settings
 from django.core.cache import cache
 
 from analemma_sdk.flags.spec import DOCUMENT_FORMAT, flag_spec
 from analemma_sdk.statebag.canonical import canonical_json, sha256_hex
 
 from ..models import FlagState, Revision
-from ..selectors import revision_latest_for_key
+from ..selectors import revision_latest_for_key, revision_number_etag_latest
 
 CACHE_CONTROL = "private, no-cache"  # keep it, but revalidate (If-None-Match) every time
 
@@ -48,27 +59,51 @@ def cache_key(environment_key: str) -> str:
     return f"rollout:flagset:v{DOCUMENT_FORMAT}:{environment_key}"
 
 
-def document_publish(*, revision: Revision) -> None:
-    """Put a revision in the cache, unless a newer one is there already."""
+def _entry(revision: Revision, body: bytes | None) -> dict[str, Any]:
+    body = body if body is not None else document_body(revision.document)
+    return {"revision": revision.number, "etag": revision.etag, "body": body, "checked": time.monotonic()}
+
+
+def document_publish(*, revision: Revision, body: bytes | None = None) -> None:
+    """Put a revision in the cache, unless a newer one is there already. ``body`` saves
+    rebuilding a document the caller has just serialised."""
     key = cache_key(revision.environment.key)
     current = cache.get(key)
     if current is not None and current["revision"] > revision.number:
         return
-    body = document_body(revision.document)
-    cache.set(key, {"revision": revision.number, "etag": revision.etag, "body": body}, timeout=None)
+    cache.set(key, _entry(revision, body), timeout=None)
 
 
 def document_cached(*, environment_key: str) -> dict[str, Any] | None:
+    """The cached entry of the environment's current revision (None when nothing is cached
+    yet). Without a shared cache an entry older than CACHE_LOCAL_CHECK_SECONDS is checked
+    against the database first."""
     entry: dict[str, Any] | None = cache.get(cache_key(environment_key))
-    return entry
+    if entry is None or settings.CACHE_SHARED:
+        return entry
+    if time.monotonic() - entry["checked"] < settings.CACHE_LOCAL_CHECK_SECONDS:
+        return entry
+    latest = revision_number_etag_latest(environment_key=environment_key)
+    if latest == (entry["revision"], entry["etag"]):
+        entry["checked"] = time.monotonic()  # process memory: the cached dict itself
+        cache.set(cache_key(environment_key), entry, timeout=None)
+        return entry
+    return document_publish_latest(environment_key=environment_key)
 
 
 def document_publish_latest(*, environment_key: str) -> dict[str, Any] | None:
+    """Cache the environment's latest revision from the database and return its entry. A
+    shared cache keeps a newer entry another process published meanwhile; process memory
+    takes the database's word (it may have gone back, as in a restore)."""
     revision = revision_latest_for_key(environment_key=environment_key)
     if revision is None:
         return None
-    document_publish(revision=revision)
-    return document_cached(environment_key=environment_key)
+    if settings.CACHE_SHARED:
+        document_publish(revision=revision)
+        return document_cached(environment_key=environment_key)
+    entry = _entry(revision, None)
+    cache.set(cache_key(environment_key), entry, timeout=None)
+    return entry
 
 
 def conditional(entry: dict[str, Any], if_none_match: str) -> tuple[int, list[tuple[str, str]], bytes]:

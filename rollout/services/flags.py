@@ -50,7 +50,9 @@ def flag_create(
         flag.save()
         for environment in Environment.objects.all():
             FlagState.objects.create(flag=flag, environment=environment, enabled=False, value=default_value)
-            revision_create(environment=environment, actor=actor, reason=f"created flag {key}")
+            revision_create(
+                environment=environment, actor=actor, reason=f"created flag {key}", flag_keys=[key]
+            )
         audit_record(action="flag.create", actor=actor, target=key, kind=kind, default=default_value)
     return flag
 
@@ -97,7 +99,7 @@ def flag_state_update(
         except ValidationError as exc:
             raise InvalidFlagError(flag.key, "; ".join(exc.messages)) from None
         state.save()
-        revision = revision_create(environment=environment, actor=actor, reason=reason)
+        revision = revision_create(environment=environment, actor=actor, reason=reason, flag_keys=[flag.key])
         audit_record(
             action="flag.update",
             actor=actor,

@@ -60,7 +60,7 @@ def test_key_scope__cached__no_query_on_the_second_lookup(any_key, django_assert
 
 
 def test_keys_flush_last_used__shared_cache__noted_there_then_copied(any_key, settings):
-    settings.KEY_CACHE_SHARED = True
+    settings.CACHE_SHARED = True
     key, raw, model, _ = any_key
     services._noted.clear()
     services.key_note_use(model=model, raw=raw)

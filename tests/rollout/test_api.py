@@ -108,7 +108,7 @@ def test_flagset__redis_cache__warm_paths_make_no_query(
     client, settings, redis_url, django_assert_num_queries
 ):
     settings.CACHES = {"default": {"BACKEND": "analemma.cache.ReusedClientRedisCache", "LOCATION": redis_url}}
-    settings.KEY_CACHE_SHARED, settings.KEY_CACHE_SECONDS = True, 300
+    settings.CACHE_SHARED, settings.KEY_CACHE_SECONDS = True, 300
     from django.core.cache import cache
 
     cache.clear()

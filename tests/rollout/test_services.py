@@ -144,7 +144,7 @@ def test_flag_kill__older_data_outside_todays_checks__unrelated_change_still_mad
     states = FlagState.objects.filter(environment=prod).select_related("flag")
     number = Revision.objects.filter(environment=prod).count() + 1
     document = flag_set_document("prod", number, {s.flag.key: flag_document(s) for s in states})
-    Revision.objects.create(environment=prod, number=number, document=document, etag='"old"')
+    Revision.objects.create(environment=prod, number=number, snapshot=document, etag='"old"')
 
     revision = services.flag_kill(flag=checkout, environment=prod, actor="oncall")
 
