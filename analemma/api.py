@@ -15,7 +15,14 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.openapi.schema import OpenAPISchema
 
 from analemma_sdk.flags.spec import json_schemas
-from core.api import ApiError, BoundedJsonParser, api_error_response, error_response
+from core.api import (
+    ApiError,
+    BoundedJsonParser,
+    api_error_response,
+    busy_response,
+    database_busy,
+    error_response,
+)
 from rollout import api as flagset_api
 from statebag.api import router as statebag_router
 
@@ -93,5 +100,8 @@ def _suspicious(request: HttpRequest, exc: SuspiciousOperation) -> HttpResponse:
 
 @api.exception_handler(Exception)
 def _crashed(request: HttpRequest, exc: Exception) -> HttpResponse:
+    if database_busy(exc):  # a lock not taken in time: retry, not a crash
+        logger.warning("database busy on %s %s: %s", request.method, request.path, exc)
+        return busy_response()
     logger.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
     return error_response(500, "internal error")

@@ -7,18 +7,22 @@
 * ``JsonErrorsMiddleware``: under ``/api/`` every error is JSON with a stable code, even the
   ones Django or a library answers by itself (an unknown path, a wrong method, a CSRF
   refusal, a crash).
+* ``database_busy``/``busy_response``: a database that could not take a lock in time is a 503
+  with Retry-After, not a crash: the request may be sent again.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
+from django.db import OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from ninja.parser import Parser
 from pydantic import BaseModel
@@ -97,11 +101,19 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _finite(text: str) -> float:
+    # 1e400 parses to infinity: no less a non-JSON value than a literal Infinity.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:32]} is out of range")
+    return value
+
+
 def parse_json_object(body: bytes, *, max_depth: int | None = None) -> dict[str, Any]:
     """A request body that must be a JSON object; ApiError(400) otherwise."""
     limit = max_depth or int(getattr(settings, "API_MAX_JSON_DEPTH", DEFAULT_MAX_JSON_DEPTH))
     try:
-        value = json.loads(body, parse_constant=_no_constant)
+        value = json.loads(body, parse_constant=_no_constant, parse_float=_finite)
     except RecursionError:
         raise ApiError(400, "too_deep", f"the body nests deeper than {limit} levels") from None
     except (ValueError, UnicodeDecodeError) as exc:
@@ -111,6 +123,30 @@ def parse_json_object(body: bytes, *, max_depth: int | None = None) -> dict[str,
     if json_depth(value) > limit:
         raise ApiError(400, "too_deep", f"the body nests deeper than {limit} levels")
     return value
+
+
+# Retry-able failures to take a lock: serialization failure, deadlock, lock timeout (PostgreSQL).
+_LOCK_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+_SQLITE_LOCKED = ("database is locked", "database table is locked", "database schema is locked")
+RETRY_AFTER_SECONDS = 1
+
+
+def database_busy(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database failing to take a lock in time (SQLite once its busy
+    timeout has passed, PostgreSQL's lock failures): nothing the client did wrong, and nothing
+    was written (the transaction rolled back), so the answer is "retry", not a crash."""
+    if not isinstance(exc, OperationalError):
+        return False
+    if getattr(exc.__cause__, "sqlstate", None) in _LOCK_SQLSTATES:
+        return True
+    message = str(exc)
+    return any(text in message for text in _SQLITE_LOCKED)
+
+
+def busy_response() -> JsonResponse:
+    response = error_response(503, "the database is busy: retry shortly", "unavailable")
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 class BoundedJsonParser(Parser):
@@ -141,6 +177,9 @@ class JsonErrorsMiddleware:
             return None
         if isinstance(exception, ApiError):
             return api_error_response(exception)
+        if database_busy(exception):
+            logger.warning("database busy on %s %s: %s", request.method, request.path, exception)
+            return busy_response()
         logger.error("unhandled error on %s %s", request.method, request.path, exc_info=exception)
         return error_response(500, "internal error")
 

@@ -13,8 +13,10 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.decorators import method_decorator
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
+from django.views.decorators.debug import sensitive_variables
 
 from .models import SecretKey
 from .services import key_create, key_revoke
@@ -44,10 +46,13 @@ class OneTimeKeyAdmin(admin.ModelAdmin[K]):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    @method_decorator(sensitive_variables())
     def add_view(
         self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
-        """Create a key and show it on this page only: it is not stored, logged or put in a message."""
+        """Create a key and show it on this page only: it is not stored, logged or put in a
+        message. The page is rendered here, so an error while rendering it is reported from
+        under this frame, whose variables (the key among them) error reports hide."""
         if not self.has_add_permission(request):
             raise PermissionDenied
         form = self.create_form(request.POST or None)
@@ -68,7 +73,7 @@ class OneTimeKeyAdmin(admin.ModelAdmin[K]):
         }
         response = TemplateResponse(request, "admin/one_time_key.html", context)
         response["Cache-Control"] = "no-store"
-        return response
+        return response.render()
 
     @admin.action(description=_("Revoke selected keys"), permissions=["revoke"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[K]) -> None:

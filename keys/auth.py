@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.http import HttpRequest
+from django.views.decorators.debug import sensitive_variables
 from ninja.security import HttpBearer
 
 from core.api import ApiError
@@ -21,10 +22,14 @@ class KeyBearer(HttpBearer):
         self.model = model
         self.refusal = refusal
 
+    # Every frame under these holds the key, under one name or another: hide all of them
+    # from error reports.
+    @sensitive_variables()
     def __call__(self, request: HttpRequest) -> str:
         # The project's one bearer parser, and no logging of a malformed header (it may be a key).
         return self.authenticate(request, bearer_key(request.headers.get("Authorization", "")) or "")
 
+    @sensitive_variables()
     def authenticate(self, request: HttpRequest, token: str) -> str:
         scope = key_scope(model=self.model, raw=token) if token else None
         if scope is None:

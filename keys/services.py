@@ -27,6 +27,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from audit.services import audit_record
 
@@ -75,6 +76,7 @@ def _audit(key: SecretKey, verb: str, actor: str, **detail: str) -> None:
     )
 
 
+@sensitive_variables("raw")
 def key_create(*, key: SecretKey, actor: str) -> str:
     """Save ``key`` (an unsaved row with its scope set) with a fresh secret; returns the key
     text, which cannot be shown again. An invalid scope raises ValidationError."""

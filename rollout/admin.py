@@ -10,8 +10,10 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, Max, Prefetch, Q, QuerySet
+from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
@@ -20,9 +22,11 @@ from django.utils.translation import ngettext
 from keys.admin import OneTimeKeyAdmin
 
 from . import services
+from .json_input import FiniteJSONField
 from .models import Environment, Flag, FlagState, Revision, RolloutPlan, RolloutStep, SdkKey
+from .selectors import flag_states_of, revision_latest
 
-CHANGE_PERMISSION = "rollout.change_flagstate"
+CHANGE_PERMISSION = services.FLAG_CHANGE_PERMISSION
 
 
 def _actor(request: HttpRequest) -> str:
@@ -95,11 +99,31 @@ class FlagStateForm(forms.ModelForm[FlagState]):
             "salt",
             "seed",
         )
+        field_classes = {name: FiniteJSONField for name in ("value", "variants", "targets", "rules")}
+
+
+class FlagStateFormSet(BaseInlineFormSet[FlagState, Flag, forms.ModelForm[FlagState]]):
+    """Every changed state is checked by the service that will save it before any is saved:
+    a refused change is an error on its environment's form, and nothing on the page is saved."""
+
+    def clean(self) -> None:
+        super().clean()
+        for state_form in self.forms:
+            if not state_form.has_changed() or not state_form.is_valid():
+                continue
+            state = state_form.instance
+            changes = {field: state_form.cleaned_data[field] for field in state_form.changed_data}
+            try:
+                services.flag_state_check(flag=state.flag, environment=state.environment, **changes)
+            except (services.InvalidDocumentError, ValidationError) as exc:
+                message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+                state_form.add_error(None, f"{state.environment}: {message}")
 
 
 class FlagStateInline(admin.StackedInline[FlagState, Flag]):
     model = FlagState
     form = FlagStateForm
+    formset = FlagStateFormSet
     extra = 0
     can_delete = False
     readonly_fields = ("environment", "expected_split")
@@ -141,6 +165,18 @@ class FlagAdminForm(forms.ModelForm[Flag]):
     class Meta:
         model = Flag
         fields = ("key", "kind", "default_value", "description", "owner")
+        field_classes = {"default_value": FiniteJSONField}
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if self.instance._state.adding and {"key", "kind", "default_value"} <= set(cleaned):
+            try:
+                services.flag_definition_check(
+                    key=cleaned["key"], kind=cleaned["kind"], default_value=cleaned["default_value"]
+                )
+            except services.InvalidFlagError as exc:
+                self.add_error("default_value", str(exc))
+        return cleaned
 
 
 @admin.register(Flag)
@@ -174,17 +210,15 @@ class FlagAdmin(admin.ModelAdmin[Flag]):
                 flag=obj, actor=_actor(request), description=obj.description, owner=obj.owner
             )
             return
-        try:
-            created = services.flag_create(
-                key=obj.key,
-                kind=obj.kind,
-                default_value=obj.default_value,
-                description=obj.description,
-                owner=obj.owner,
-                actor=_actor(request),
-            )
-        except (services.InvalidDocumentError, ValidationError) as exc:
-            raise ValidationError(str(exc)) from exc
+        # The form checked the definition with the service's own check.
+        created = services.flag_create(
+            key=obj.key,
+            kind=obj.kind,
+            default_value=obj.default_value,
+            description=obj.description,
+            owner=obj.owner,
+            actor=_actor(request),
+        )
         obj.pk = created.pk
 
     def save_formset(
@@ -200,17 +234,14 @@ class FlagAdmin(admin.ModelAdmin[Flag]):
                 continue
             state = state_form.instance
             changes = {field: state_form.cleaned_data[field] for field in state_form.changed_data}
-            try:
-                revision = services.flag_state_update(
-                    flag=state.flag,
-                    environment=state.environment,
-                    actor=_actor(request),
-                    reason=reason,
-                    **changes,
-                )
-            except (services.InvalidDocumentError, ValidationError) as exc:
-                messages.error(request, f"{state.environment}: {exc}")
-                continue
+            # Checked in FlagStateFormSet.clean, with everything else on the page, before any save.
+            revision = services.flag_state_update(
+                flag=state.flag,
+                environment=state.environment,
+                actor=_actor(request),
+                reason=reason,
+                **changes,
+            )
             formset.changed_objects.append((state, state_form.changed_data))
             messages.success(
                 request, f"{state.environment}: {state.flag} is now at revision r{revision.number}."
@@ -298,27 +329,155 @@ class RevisionAdmin(NoAddDeleteMixin, admin.ModelAdmin[Revision]):
                 "<int:pk>/rollback/",
                 self.admin_site.admin_view(self.rollback_view),
                 name="rollout_revision_rollback",
-            )
+            ),
+            path(
+                "<int:pk>/restore/",
+                self.admin_site.admin_view(self.restore_view),
+                name="rollout_revision_restore",
+            ),
         ]
         return extra + urls
 
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> HttpResponse:
+        if obj is not None:
+            context["rollback_flags"] = [
+                state.flag.key for state in flag_states_of(environment=obj.environment)
+            ]
+            # The flag this revision changed comes first to mind.
+            context["rollback_selected"] = obj.diff[0]["flag"] if obj.diff else ""
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
     def rollback_view(self, request: HttpRequest, pk: int) -> HttpResponse:
-        if request.method != "POST":
-            return HttpResponseRedirect(reverse("admin:rollout_revision_change", args=[pk]))
+        """One flag back to its state in this revision: a preview, then the confirmation."""
+        return self._rollback(request, pk, whole_environment=False)
+
+    def restore_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """The whole environment back to this revision: a preview, then the confirmation."""
+        return self._rollback(request, pk, whole_environment=True)
+
+    def _rollback(self, request: HttpRequest, pk: int, *, whole_environment: bool) -> HttpResponse:
         if not request.user.has_perm(CHANGE_PERMISSION):
             raise PermissionDenied
         target = get_object_or_404(Revision.objects.select_related("environment"), pk=pk)
-        revision = services.revision_rollback(
-            environment=target.environment, number=target.number, actor=_actor(request)
-        )
-        self.message_user(
-            request, f"{target.environment} rolled back to r{target.number} as r{revision.number}."
-        )
+        environment = target.environment
+        back = reverse("admin:rollout_revision_change", args=[target.pk])
+        flag_key = None
+        if not whole_environment:
+            flag_key = (request.POST if request.method == "POST" else request.GET).get("flag", "")
+            if not flag_states_of(environment=environment).filter(flag__key=flag_key).exists():
+                self.message_user(request, f"Choose a flag of {environment} to roll back.", messages.ERROR)
+                return HttpResponseRedirect(back)
+        latest = revision_latest(environment=environment)
+        assert latest is not None  # the target exists
+        preview = services.rollback_preview(environment=environment, number=target.number, flag_key=flag_key)
+        what = f"{flag_key} in {environment}" if flag_key else f"every flag of {environment}"
+        if request.method == "POST" and preview:
+            if request.POST.get("latest") == str(latest.number):
+                return self._apply_rollback(request, target, flag_key, what)
+            self.message_user(
+                request,
+                f"{environment} changed since that preview (now r{latest.number}): check the changes again.",
+                messages.WARNING,
+            )
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Roll {what} back to r{target.number}",
+            "target": target,
+            "flag_key": flag_key,
+            "latest": latest,
+            "preview": [
+                {**change, "before": json.dumps(change["before"]), "after": json.dumps(change["after"])}
+                for change in preview
+            ],
+            "back": back,
+        }
+        return TemplateResponse(request, "admin/rollout/revision/rollback_confirm.html", context)
+
+    def _apply_rollback(
+        self, request: HttpRequest, target: Revision, flag_key: str | None, what: str
+    ) -> HttpResponse:
+        reason = request.POST.get("reason", "")[:1000]
+        try:
+            if flag_key is not None:
+                revision = services.flag_rollback(
+                    environment=target.environment,
+                    flag_key=flag_key,
+                    number=target.number,
+                    actor=_actor(request),
+                    reason=reason,
+                )
+            else:
+                revision = services.revision_rollback(
+                    environment=target.environment, number=target.number, actor=_actor(request), reason=reason
+                )
+        except (services.InvalidDocumentError, services.UnknownRevision) as exc:
+            # e.g. a value stored before the SDK's bounds applied: nothing was changed.
+            self.message_user(request, f"Not rolled back: {exc}", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:rollout_revision_change", args=[target.pk]))
+        self.message_user(request, f"{what} rolled back to r{target.number} as r{revision.number}.")
         return HttpResponseRedirect(reverse("admin:rollout_revision_change", args=[revision.pk]))
+
+
+class RolloutPlanForm(forms.ModelForm[RolloutPlan]):
+    class Meta:
+        model = RolloutPlan
+        fields = ("name", "flag", "value")
+        field_classes = {"value": FiniteJSONField}
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        flag = cleaned.get("flag", self.instance.flag if self.instance.flag_id else None)
+        if "value" in self.fields and flag is not None and "value" not in self.errors:
+            try:
+                services.plan_check_value(flag=flag, value=cleaned.get("value"))
+            except services.InvalidPlanError as exc:
+                self.add_error("value", str(exc))
+        return cleaned
+
+
+def _editable(obj: RolloutPlan | None) -> bool:
+    """Only a draft's definition can change: a started plan's steps and value are frozen."""
+    return obj is None or obj.status == RolloutPlan.Status.DRAFT
+
+
+def _steps(formset: Any) -> list[dict[str, Any]]:
+    """The steps a plan's step formset describes, in the order of their forms."""
+    steps = []
+    for step_form in formset.forms:
+        data = getattr(step_form, "cleaned_data", None)
+        if not data or (formset.can_delete and formset._should_delete_form(step_form)):
+            continue
+        if step_form.instance.pk is None and not step_form.has_changed():
+            continue  # the empty extra row
+        steps.append({field: data.get(field) for field in ("position", *services.plans.STEP_FIELDS)})
+    return steps
+
+
+class RolloutStepFormSet(BaseInlineFormSet[RolloutStep, RolloutPlan, forms.ModelForm[RolloutStep]]):
+    """The steps as the service will take them, checked by it before anything is saved."""
+
+    def clean(self) -> None:
+        super().clean()
+        if any(self.errors) or not _editable(None if self.instance._state.adding else self.instance):
+            return  # a started plan's steps are shown, not posted
+        try:
+            services.plan_check_steps(steps=_steps(self))
+        except services.InvalidPlanError as exc:
+            raise ValidationError(str(exc)) from None
 
 
 class RolloutStepInline(admin.TabularInline[RolloutStep, RolloutPlan]):
     model = RolloutStep
+    formset = RolloutStepFormSet
     extra = 1
     fields = (
         "position",
@@ -331,25 +490,69 @@ class RolloutStepInline(admin.TabularInline[RolloutStep, RolloutPlan]):
     )
     readonly_fields = ("applied_at", "revision_number")
 
+    def get_extra(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> int:
+        return 1 if _editable(obj) else 0
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return _editable(obj) and super().has_add_permission(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return _editable(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return _editable(obj) and super().has_delete_permission(request, obj)
+
 
 @admin.register(RolloutPlan)
 class RolloutPlanAdmin(admin.ModelAdmin[RolloutPlan]):
-    list_display = ("name", "flag", "status", "progress", "updated_at")
+    form = RolloutPlanForm
+    list_display = ("name", "flag", "status", "progress", "started_by", "updated_at")
     list_filter = ("status",)
-    list_select_related = ("flag",)
-    readonly_fields = ("status", "baseline", "reason", "created_by", "created_at", "updated_at")
+    list_select_related = ("flag", "started_by")
     inlines = [RolloutStepInline]
     actions = ["start", "pause", "resume", "abort"]
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        always = ("status", "reason", "baseline", "started_by", "created_by", "created_at", "updated_at")
+        return always if _editable(obj) else ("flag", "value", *always)
+
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return obj is None or obj.status == RolloutPlan.Status.DRAFT
+        return _editable(obj) and super().has_delete_permission(request, obj)
 
     def save_model(
         self, request: HttpRequest, obj: RolloutPlan, form: forms.ModelForm[RolloutPlan], change: bool
     ) -> None:
+        pass  # save_related saves the plan and its steps in one service call
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        plan, data = form.instance, form.cleaned_data
+        steps = None
+        for formset in formsets:
+            formset.new_objects, formset.deleted_objects, formset.changed_objects = [], [], []
+            if formset.model is RolloutStep and (not change or formset.has_changed()):
+                steps = _steps(formset)
         if not change:
-            obj.created_by = _actor(request)
-        super().save_model(request, obj, form, change)
+            created = services.plan_create(
+                name=data["name"],
+                flag=data["flag"],
+                value=data["value"],
+                steps=steps or [],
+                actor=_actor(request),
+            )
+            plan.pk, plan.created_by = created.pk, created.created_by
+            return
+        frozen = {} if not _editable(plan) else {"flag": data["flag"], "value": data["value"], "steps": steps}
+        services.plan_update(plan=plan, actor=_actor(request), name=data["name"], **frozen)
+
+    def delete_model(self, request: HttpRequest, obj: RolloutPlan) -> None:
+        services.plan_delete(plan=obj, actor=_actor(request))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[RolloutPlan]) -> None:
+        for plan in queryset:
+            try:
+                services.plan_delete(plan=plan, actor=_actor(request))
+            except services.PlanStateError as exc:
+                self.message_user(request, f"{plan}: {exc}", messages.WARNING)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[RolloutPlan]:
         return (
@@ -369,16 +572,24 @@ class RolloutPlanAdmin(admin.ModelAdmin[RolloutPlan]):
         done = 0
         for plan in queryset:
             try:
-                operation(plan=plan, actor=_actor(request))
-                done += 1
-            except services.PlanStateError as exc:
+                result = operation(plan=plan, user=request.user, actor=_actor(request))
+            except (services.PlanStateError, services.InvalidPlanError, PermissionDenied) as exc:
                 self.message_user(request, f"{plan}: {exc}", messages.WARNING)
+                continue
+            if result.status == RolloutPlan.Status.FAILED:
+                self.message_user(request, f"{plan}: failed: {result.reason}", messages.ERROR)
+                continue
+            done += 1
         self.message_user(
             request,
             ngettext("%(n)d plan %(verb)s.", "%(n)d plans %(verb)s.", done) % {"n": done, "verb": verb},
         )
 
-    @admin.action(description=_("Start selected plans"), permissions=["change"])
+    def has_run_permission(self, request: HttpRequest) -> bool:
+        """Starting, resuming and aborting change flags: the flag-change right is needed too."""
+        return self.has_change_permission(request) and services.flag_change_allowed(user=request.user)
+
+    @admin.action(description=_("Start selected plans"), permissions=["run"])
     def start(self, request: HttpRequest, queryset: QuerySet[RolloutPlan]) -> None:
         self._run(request, queryset, services.plan_start, "started")
 
@@ -386,12 +597,12 @@ class RolloutPlanAdmin(admin.ModelAdmin[RolloutPlan]):
     def pause(self, request: HttpRequest, queryset: QuerySet[RolloutPlan]) -> None:
         self._run(request, queryset, services.plan_pause, "paused")
 
-    @admin.action(description=_("Resume selected plans"), permissions=["change"])
+    @admin.action(description=_("Resume selected plans (they then act for you)"), permissions=["run"])
     def resume(self, request: HttpRequest, queryset: QuerySet[RolloutPlan]) -> None:
         self._run(request, queryset, services.plan_resume, "resumed")
 
     @admin.action(
-        description=_("Abort selected plans (restore the revisions from before)"), permissions=["change"]
+        description=_("Abort selected plans (restore their flag as it was before)"), permissions=["run"]
     )
     def abort(self, request: HttpRequest, queryset: QuerySet[RolloutPlan]) -> None:
         self._run(request, queryset, services.plan_abort, "aborted")

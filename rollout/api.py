@@ -10,6 +10,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET
 
 from core.api import error_response
@@ -31,6 +32,7 @@ def _unauthorized() -> JsonResponse:
 
 @csrf_exempt  # a bearer-key endpoint with no session: a POST is a 405, not a CSRF refusal
 @require_GET
+@sensitive_variables("raw")  # the SDK key, here and in the frames under this one
 def flagset(request: HttpRequest) -> HttpResponse:
     raw = bearer_key(request.headers.get("Authorization", ""))
     environment = key_scope(model=SdkKey, raw=raw) if raw else None

@@ -5,9 +5,13 @@ It answers only what it can from the cache alone (a cached key and a cached docu
 same way rollout.api.flagset does; everything else — a cold cache, an unknown key, a request
 that needs an HTTPS redirect or a host check — goes to Django unchanged.
 
-Each web process also keeps what it read from the cache for ROLLOUT_FASTPATH_MEMO_SECONDS (1 s
-by default): a poll then costs no round trip at all, and a new revision or a revoked key
-reaches every process within that second."""
+With a cache every process shares (Redis), each web process also keeps what it read from it
+for ROLLOUT_FASTPATH_MEMO_SECONDS (0.5 s by default): a poll then costs no round trip at all,
+and a new revision or a revoked key reaches every process within that time. Without one the
+cache is process memory already, checked against the database twice a second
+(rollout.services.documents), so there is nothing to memoise.
+
+Its answers carry the security headers Django's middleware would have added."""
 
 from __future__ import annotations
 
@@ -37,7 +41,7 @@ class _Memo:
         self._clock = clock
 
     def get(self, key: str, load: Callable[[], Any]) -> Any:
-        ttl = getattr(settings, "ROLLOUT_FASTPATH_MEMO_SECONDS", 1.0)
+        ttl = getattr(settings, "ROLLOUT_FASTPATH_MEMO_SECONDS", 0.5 if settings.CACHE_SHARED else 0.0)
         now = self._clock()
         hit = self._entries.get(key)
         if hit is not None and now - hit[0] < ttl:
@@ -80,12 +84,36 @@ class FlagsetFastPath:
             return None
         key_note_use(model=SdkKey, raw=raw)
         status, headers, body = conditional(entry, environ.get("HTTP_IF_NONE_MATCH", ""))
-        return _STATUS[status], headers, body
+        return _STATUS[status], headers + security_headers(self._is_secure(environ)), body
 
     def _secure_enough(self, environ: dict[str, Any]) -> bool:
-        if not getattr(settings, "SECURE_SSL_REDIRECT", False):
-            return True
+        return not getattr(settings, "SECURE_SSL_REDIRECT", False) or self._is_secure(environ)
+
+    def _is_secure(self, environ: dict[str, Any]) -> bool:
         proxy = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
         if proxy and environ.get(proxy[0]) == proxy[1]:
             return True
         return environ.get("wsgi.url_scheme") == "https"
+
+
+def security_headers(secure: bool) -> list[tuple[str, str]]:
+    """What SecurityMiddleware and XFrameOptionsMiddleware add to a response, from the same
+    settings: the fast path skips them, not their headers."""
+    headers = []
+    if settings.SECURE_CONTENT_TYPE_NOSNIFF:
+        headers.append(("X-Content-Type-Options", "nosniff"))
+    policy = settings.SECURE_REFERRER_POLICY
+    if policy:
+        value = policy if isinstance(policy, str) else ",".join(policy)
+        headers.append(("Referrer-Policy", ",".join(part.strip() for part in value.split(","))))
+    if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
+        headers.append(("Cross-Origin-Opener-Policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY))
+    if secure and settings.SECURE_HSTS_SECONDS:
+        hsts = f"max-age={settings.SECURE_HSTS_SECONDS}"
+        if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
+            hsts += "; includeSubDomains"
+        if settings.SECURE_HSTS_PRELOAD:
+            hsts += "; preload"
+        headers.append(("Strict-Transport-Security", hsts))
+    headers.append(("X-Frame-Options", getattr(settings, "X_FRAME_OPTIONS", "DENY").upper()))
+    return headers

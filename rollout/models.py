@@ -218,7 +218,8 @@ class FlagVersion(models.Model):
 
 class RolloutPlan(models.Model):
     """Staged steps for one flag (e.g. dev 100 % → prod 5 % → 25 % → 100 %), advanced by a
-    periodic task; pausable; an abort restores each environment's revision from before."""
+    periodic task; pausable; an abort restores its flag, in each environment it touched, as it
+    was before. Once started, its flag, value and steps are frozen."""
 
     class Status(models.TextChoices):
         DRAFT = "draft", "Draft"

@@ -324,9 +324,19 @@ class DehydrationJobAdmin(ReadOnlyAdmin[DehydrationJob]):
 
 @admin.register(CompressionDictionary)
 class CompressionDictionaryAdmin(ReadOnlyAdmin[CompressionDictionary]):
-    list_display = ("workflow_id", "dict_id", "size", "samples", "sample_bytes", "active", "created_at")
-    list_filter = ("active",)
-    search_fields = ("workflow_id", "dict_id")
+    list_display = (
+        "owner_id",
+        "workflow_id",
+        "dict_id",
+        "size",
+        "samples",
+        "sample_bytes",
+        "active",
+        "legacy",
+        "created_at",
+    )
+    list_filter = ("active", "legacy")
+    search_fields = ("owner_id", "workflow_id", "dict_id")
 
 
 class WriteKeyCreateForm(forms.Form):

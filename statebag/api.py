@@ -5,6 +5,8 @@ from statebag.schemas before a service runs, and every refusal is a JSON error w
 * The two-phase commit for clients that write their own packs (Lambdas through the SDK's
   HttpManifestStore), authenticated by an owner-scoped write key; no session, so no CSRF.
 * Uploads to the service's own store, authenticated by the signed token in their URL.
+* Ranged reads of the owner's own stored objects, with the write key, for clients that cannot
+  reach the store themselves.
 """
 
 from __future__ import annotations
@@ -22,8 +24,14 @@ from ninja import Router, Status
 from ninja.security import SessionAuth
 
 from analemma_sdk.statebag import InvalidKeyError
-from analemma_sdk.statebag.errors import ManifestConflictError, StaleReferenceError
-from core.api import ApiError, ErrorOut
+from analemma_sdk.statebag.errors import (
+    InvalidValueError,
+    MalformedPointerError,
+    ManifestConflictError,
+    ManifestIntegrityError,
+    StaleReferenceError,
+)
+from core.api import ApiError, ErrorOut, error_response
 from keys.auth import KeyBearer
 
 from .conf import statebag_settings
@@ -32,6 +40,7 @@ from .models import DehydrationJob, WriteKey
 from .schemas import (
     AbortedOut,
     CommitIn,
+    Id,
     JobIn,
     JobOut,
     ManifestOut,
@@ -39,8 +48,9 @@ from .schemas import (
     PreparedOut,
     PrepareIn,
     StoredOut,
+    Version,
 )
-from .services import remote
+from .services import reads, remote
 from .services.jobs import job_submit
 from .tasks import run_dehydration_job as run_dehydration_job_task
 
@@ -49,9 +59,10 @@ write_key = KeyBearer(WriteKey, "a valid write key is required")
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_COMMON = {400: ErrorOut, 401: ErrorOut}
+_COMMON = {400: ErrorOut, 401: ErrorOut, 413: ErrorOut, 503: ErrorOut}
 _SCOPED = {**_COMMON, 403: ErrorOut, 404: ErrorOut}
-_COMMITTING = {**_SCOPED, 409: ErrorOut, 410: ErrorOut}
+_COMMITTING = {**_SCOPED, 409: ErrorOut, 410: ErrorOut, 500: ErrorOut}
+_BYTES = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 
 
 def _owner(request: HttpRequest) -> str:
@@ -67,9 +78,13 @@ def _answers_errors(view: Callable[P, R]) -> Callable[P, R]:
     def wrapped(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return view(*args, **kwargs)
+        except ManifestIntegrityError as exc:
+            # Stored data failed its hash check (logged as an alert where it was found): a
+            # server-side fault no request can fix, and nothing of the manifest is served.
+            raise ApiError(500, "integrity_error", str(exc)) from None
         except PermissionError as exc:
             raise ApiError(403, "forbidden", str(exc)) from None
-        except (remote.RemoteRequestError, InvalidKeyError) as exc:
+        except (remote.RemoteRequestError, InvalidKeyError, MalformedPointerError, InvalidValueError) as exc:
             raise ApiError(400, "invalid_request", str(exc)) from None
         except remote.UploadVerificationError as exc:
             raise ApiError(
@@ -172,39 +187,42 @@ def transaction_prepare(request: HttpRequest, body: PrepareIn) -> Any:
 
 
 @router.post(
-    "/transactions/{txn_id}/commit",
+    "/transactions/{uuid:txn_id}/commit",
     url_name="statebag-commit",
     auth=write_key,
     response={200: ManifestRecordOut, **_COMMITTING},
     summary="Commit, once every declared object is stored with its declared size and sha256",
 )
 @_answers_errors
-def transaction_commit(request: HttpRequest, txn_id: str, body: CommitIn) -> Any:
-    return remote.commit(_owner(request), txn_id, body.entries, body.cohort)
+def transaction_commit(request: HttpRequest, txn_id: UUID, body: CommitIn) -> Any:
+    return remote.commit(_owner(request), str(txn_id), body.entries, body.cohort)
 
 
 @router.post(
-    "/transactions/{txn_id}/abort",
+    "/transactions/{uuid:txn_id}/abort",
     url_name="statebag-abort",
     auth=write_key,
     response={200: AbortedOut, **_COMMITTING},
     summary="Abort a prepared commit",
 )
 @_answers_errors
-def transaction_abort(request: HttpRequest, txn_id: str) -> Any:
-    remote.abort(_owner(request), txn_id)
-    return {"aborted": txn_id}
+def transaction_abort(request: HttpRequest, txn_id: UUID) -> Any:
+    remote.abort(_owner(request), str(txn_id))
+    return {"aborted": str(txn_id)}
 
 
 @router.get(
     "/executions/{execution_id}/manifests/{version}",
     url_name="statebag-manifest",
     auth=write_key,
-    response={200: ManifestOut, **_SCOPED},
+    response={200: ManifestOut, **_SCOPED, 500: ErrorOut},
     summary="One of the owner's manifests: a version number, or head",
+    description="Checked against its hash before it is answered; a manifest whose stored contents "
+    "fail the check is never served: the answer is 500 with code integrity_error. The answer holds "
+    "everything the hash covers, so a client can check it too.",
 )
 @_answers_errors
-def manifest_detail(request: HttpRequest, execution_id: str, version: str) -> Any:
+def manifest_detail(request: HttpRequest, execution_id: Id, version: Version) -> Any:
     return remote.manifest_json(_owner(request), execution_id, version)
 
 
@@ -227,3 +245,46 @@ def upload(request: HttpRequest, token: str) -> Any:
     if len(data) > limit:
         raise ApiError(413, "payload_too_large", "object too large")
     return Status(201, {"stored": remote.upload_accept(token, data)})
+
+
+# Reads ----------------------------------------------------------------------------------------
+@router.get(
+    "/packs/{path:key}",
+    url_name="statebag-pack",
+    auth=write_key,
+    response={**_SCOPED, 416: ErrorOut},
+    summary="Read one of the owner's stored objects (a pack, an object, a dictionary), or a byte range",
+    description="For clients that cannot reach the store themselves. Only keys under the write "
+    "key's owner's prefix o/<owner>/ are answered; any other key is 404, as a missing one is. "
+    "With one Range (bytes=first-last, first- or -suffix) the answer is 206 with Content-Range, "
+    f"holding at most {reads.MAX_READ_BYTES} bytes (a longer range is shortened; ask for the "
+    "rest). Without Range the whole object, if it is within that limit.",
+    openapi_extra={
+        "parameters": [
+            {"in": "header", "name": "Range", "required": False, "schema": {"type": "string"}},
+        ],
+        "responses": {
+            "200": {"description": "The whole object.", "content": _BYTES},
+            "206": {"description": "The range, as Content-Range says.", "content": _BYTES},
+        },
+    },
+)
+@_answers_errors
+def pack_read(request: HttpRequest, key: str) -> HttpResponse:
+    try:
+        read = reads.owner_object_read(_owner(request), key, request.headers.get("Range"))
+    except reads.RangeNotSatisfiable as exc:
+        refused = error_response(416, str(exc), "range_not_satisfiable")
+        refused["Content-Range"] = f"bytes */{exc.size}"
+        return refused
+    except reads.RangeInvalid as exc:
+        raise ApiError(400, "invalid_request", str(exc)) from None
+    response = HttpResponse(
+        read.data, status=206 if read.partial else 200, content_type="application/octet-stream"
+    )
+    if read.partial:
+        response["Content-Range"] = read.content_range
+    response["Accept-Ranges"] = "bytes"
+    # Keys name their content (digests), so an object under a key never changes.
+    response["Cache-Control"] = "private, max-age=86400, immutable"
+    return response

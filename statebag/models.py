@@ -11,7 +11,7 @@ from django.db import models
 from django.db.models import Q
 
 from analemma_sdk.statebag import InvalidKeyError
-from analemma_sdk.statebag.keys import validate_id
+from analemma_sdk.statebag.keys import dictionary_key, legacy_dictionary_key, validate_id
 from keys.models import SecretKey
 
 
@@ -311,27 +311,52 @@ class DehydrationJob(models.Model):
 
 
 class CompressionDictionary(models.Model):
-    """A zstd dictionary trained from one workflow type's recent blobs."""
+    """A zstd dictionary trained from one owner's recent blobs of one workflow type. It holds
+    pieces of those blobs, so only that owner's dehydrations use it and only that owner's
+    frames resolve to it; its bytes live under the owner's prefix (``o/<owner>/d/``)."""
 
+    owner_id = models.CharField(
+        max_length=128,
+        validators=[validate_owner_id],
+        help_text="The tenant whose blobs trained it: the only one that uses or reads it.",
+    )
     workflow_id = models.CharField(max_length=128, db_index=True)
-    dict_id = models.CharField(max_length=64, unique=True)
+    dict_id = models.CharField(max_length=64)
     size = models.PositiveIntegerField()
     samples = models.PositiveIntegerField()
     sample_bytes = models.BigIntegerField(default=0)
-    active = models.BooleanField(default=True, help_text="New dehydrations of the workflow use it.")
+    active = models.BooleanField(default=True, help_text="New dehydrations of the owner's workflow use it.")
+    legacy = models.BooleanField(
+        default=False,
+        help_text="Trained by an earlier version and kept in the shared dicts/ folder: read for this "
+        "owner's frames written then, never used for new ones.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at"]
         verbose_name_plural = "compression dictionaries"
         constraints = [
+            models.UniqueConstraint(fields=["owner_id", "dict_id"], name="dictionary_unique_per_owner"),
             models.UniqueConstraint(
-                fields=["workflow_id"], condition=Q(active=True), name="one_active_dictionary_per_workflow"
-            )
+                fields=["owner_id", "workflow_id"],
+                condition=Q(active=True),
+                name="one_active_dictionary_per_owner_workflow",
+            ),
+            models.CheckConstraint(
+                condition=Q(active=False) | Q(legacy=False), name="legacy_dictionary_never_active"
+            ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.workflow_id} {self.dict_id[:12]}"
+        return f"{self.owner_id}/{self.workflow_id} {self.dict_id[:12]}"
+
+    @property
+    def key(self) -> str:
+        """Where its bytes are stored."""
+        if self.legacy:
+            return legacy_dictionary_key(self.dict_id)
+        return dictionary_key(self.owner_id, self.dict_id)
 
 
 class WriteKey(SecretKey):

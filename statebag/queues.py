@@ -1,4 +1,5 @@
-"""Celery queue names, in one place."""
+"""Celery queue names, in one place: producers route by them (the CELERY_TASK_ROUTES setting) and
+workers consume them (CELERY_TASK_QUEUES), so both resolve GC_DLQ_URL the same way."""
 
 from __future__ import annotations
 
@@ -25,3 +26,8 @@ def gc_queue_name(gc_dlq_url: str) -> str:
             return segment
         return CeleryQueue.GC.value
     return value
+
+
+def worker_queues(gc_dlq_url: str) -> list[str]:
+    """Every queue a worker consumes when started without -Q: the ones tasks are routed to."""
+    return [CeleryQueue.DEFAULT.value, CeleryQueue.STATEBAG.value, gc_queue_name(gc_dlq_url)]

@@ -159,3 +159,94 @@ def _answers_ping(proc: subprocess.Popen[bytes], port: int) -> bool:
             pass
         time.sleep(0.05)
     return False
+
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICE_SHAPES = ("embedded", "gunicorn")
+
+
+class ServiceProcess:
+    """The service running in its own process(es) on a SQLite file under ``folder``, and a
+    way to run ``manage.py`` against the same database from yet another process."""
+
+    def __init__(self, url: str, env: dict[str, str], headers: dict[str, str]) -> None:
+        self.url, self.env, self.headers = url, env, headers
+
+    def manage(self, *args: str) -> str:
+        import sys
+
+        done = subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed: {done.stderr}")
+        return done.stdout
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        import urllib.error
+        import urllib.request
+
+        request = urllib.request.Request(self.url + path, headers={**self.headers, **(headers or {})})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:  # loopback only
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+
+@contextlib.contextmanager
+def service_process(shape: str, folder: Path, redis_url: str = "") -> Iterator[ServiceProcess]:
+    """Run the service as ``make run`` does ("embedded": local settings, runserver, one
+    process) or as production does ("gunicorn": production settings, two workers), with
+    ``redis_url`` as its cache or none (each process caches in its own memory)."""
+    import secrets
+    import sys
+
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")
+    }
+    env.update(ANALEMMA_VAR_DIR=str(folder), LOG_LEVEL="WARNING", REDIS_URL=redis_url)
+    headers: dict[str, str] = {}
+    if shape == "gunicorn":
+        (folder / "static").mkdir(exist_ok=True)
+        env.update(
+            DJANGO_SETTINGS_MODULE="analemma.settings.production",
+            SECRET_KEY=secrets.token_urlsafe(64),
+            ALLOWED_HOSTS="127.0.0.1",
+            DATABASE_URL=f"sqlite:///{folder}/analemma.sqlite3",
+            STATIC_ROOT=str(folder / "static"),
+        )
+        headers["X-Forwarded-Proto"] = "https"  # behind its TLS proxy
+    else:
+        env["DJANGO_SETTINGS_MODULE"] = "analemma.settings.local"
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    with contextlib.ExitStack() as stack:
+        if shape == "gunicorn":
+            listener = stack.enter_context(listening_socket())
+            port = listener.getsockname()[1]
+            command = ["-m", "gunicorn", "analemma.wsgi", "--bind", f"fd://{listener.fileno()}"]
+            command += ["--workers", "2", "--log-level", "warning"]
+            server = subprocess.Popen(
+                [sys.executable, *command], cwd=ROOT, env=env, pass_fds=(listener.fileno(),)
+            )
+        else:
+            port = free_port()
+            command = ["manage.py", "runserver", f"127.0.0.1:{port}", "--noreload", "--skip-checks"]
+            server = subprocess.Popen(
+                [sys.executable, *command], cwd=ROOT, env=env, stderr=subprocess.DEVNULL
+            )
+        stack.callback(server.wait, 10)
+        stack.callback(server.terminate)
+        running = ServiceProcess(f"http://127.0.0.1:{port}", env, headers)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                running.get("/api/v1/flagset")
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the service ({shape}) did not start") from None
+                time.sleep(0.2)
+        yield running

@@ -44,6 +44,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "analemma.urls"
+# Variables marked sensitive (keys) are hidden from error reports even with DEBUG on.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "core.debug.SecretsHiddenFilter"
 WSGI_APPLICATION = "analemma.wsgi.application"
 
 TEMPLATES = [
@@ -73,10 +75,13 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 def tune_sqlite(database: dict[str, Any]) -> dict[str, Any]:
     """SQLite serialises writers: wait for the lock instead of failing, take it at the start
-    of a transaction (no deadlocking upgrades), and let readers run beside the writer (WAL)."""
+    of a transaction (no deadlocking upgrades), and let readers run beside the writer (WAL).
+    The wait ends before a client's (the SDK's default timeout is 10 s), so a request that
+    cannot get the lock is answered 503 rather than abandoned; bounded requests hold the lock
+    for milliseconds (see STATEBAG_API_LIMITS)."""
     if database.get("ENGINE") == "django.db.backends.sqlite3":
         options = database.setdefault("OPTIONS", {})
-        options.setdefault("timeout", 30)
+        options.setdefault("timeout", env.float("SQLITE_BUSY_TIMEOUT", default=5.0))
         options.setdefault("transaction_mode", "IMMEDIATE")
         if database.get("NAME") not in (None, "", ":memory:"):
             options.setdefault("init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
@@ -122,6 +127,22 @@ CACHE_LOCAL_CHECK_SECONDS = env.float("CACHE_LOCAL_CHECK_SECONDS", default=0.5)
 KEY_CACHE_SECONDS = env.float("KEY_CACHE_SECONDS", default=300 if CACHE_SHARED else CACHE_LOCAL_CHECK_SECONDS)
 # JSON request bodies nest at most this deep (the API answers 400 beyond).
 API_MAX_JSON_DEPTH = env.int("API_MAX_JSON_DEPTH", default=200)
+# Request bodies are at most this many bytes (413 beyond); the upload endpoint has its own limit.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("API_MAX_BODY_BYTES", default=2 * 1024 * 1024)
+# What one statebag API request may declare (400 beyond). At these values a request's database
+# transaction stays within 100 ms (bench/api_limits.py), so one client cannot lock the others
+# out; they are well above what the SDK sends for one dehydration.
+STATEBAG_API_LIMITS = {
+    "PACKS": env.int("STATEBAG_API_MAX_PACKS", default=64),  # objects declared by a prepare
+    "FRAMES": env.int("STATEBAG_API_MAX_FRAMES", default=768),  # frames over all of them
+    "REUSED": env.int("STATEBAG_API_MAX_REUSED", default=768),  # stored blobs a prepare pins
+    "PARENTS": env.int("STATEBAG_API_MAX_PARENTS", default=16),
+    "ENTRIES": env.int("STATEBAG_API_MAX_ENTRIES", default=512),  # fields of a commit or a job
+    "POINTERS": env.int("STATEBAG_API_MAX_POINTERS", default=768),  # blob pointers in a commit
+    "COHORT": env.int("STATEBAG_API_MAX_COHORT", default=64),  # flag values a commit records
+    # A commit's entries as JSON: what it writes under the lock (a job's state may be larger).
+    "ENTRY_BYTES": env.int("STATEBAG_API_MAX_ENTRY_BYTES", default=1024 * 1024),
+}
 
 LOGGING = {
     "version": 1,

@@ -2,9 +2,11 @@
 process, which is all the embedded default needs. Periodic tasks live in django-celery-beat
 (editable in admin); their defaults are created by a migration."""
 
+from django.core.exceptions import ImproperlyConfigured
 from environs import Env
+from kombu import Queue
 
-from statebag.queues import CeleryQueue, gc_queue_name
+from statebag.queues import CeleryQueue, gc_queue_name, worker_queues
 
 env = Env()
 
@@ -15,13 +17,33 @@ CELERY_TASK_ALWAYS_EAGER = env.bool(
     "CELERY_TASK_ALWAYS_EAGER", default=not (_redis_url or env.str("CELERY_BROKER_URL", default=""))
 )
 # A task is acknowledged after it ran, and re-queued when its worker dies mid-task; tasks are
-# idempotent, so a redelivery is harmless. An unacknowledged message is redelivered after
-# the visibility timeout, so keep it above the longest task.
+# idempotent, so a redelivery is harmless.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+
+# How long a task may run, from how long the longest one is expected to take (a dehydration
+# job of a large state, a GC sweep, a dictionary training): TASK_EXPECTED_SECONDS. At that soft
+# limit the task gets SoftTimeLimitExceeded (a job is then marked failed, with the reason); a
+# grace later the hard limit kills it. A message whose whole worker died unacknowledged is
+# redelivered by the broker (Redis, SQS) after the visibility timeout: a grace above the hard
+# limit, so a task still running is never delivered twice, and a dead worker's job runs again
+# minutes later rather than after Celery's default hour.
+TASK_EXPECTED_SECONDS = env.int("CELERY_TASK_EXPECTED_SECONDS", default=300)
+TASK_GRACE_SECONDS = env.int("CELERY_TASK_GRACE_SECONDS", default=30)
+CELERY_TASK_SOFT_TIME_LIMIT = TASK_EXPECTED_SECONDS
+CELERY_TASK_TIME_LIMIT = TASK_EXPECTED_SECONDS + TASK_GRACE_SECONDS
+VISIBILITY_TIMEOUT = env.int("CELERY_VISIBILITY_TIMEOUT", default=CELERY_TASK_TIME_LIMIT + TASK_GRACE_SECONDS)
+if TASK_EXPECTED_SECONDS <= 0 or TASK_GRACE_SECONDS <= 0:
+    raise ImproperlyConfigured("CELERY_TASK_EXPECTED_SECONDS and CELERY_TASK_GRACE_SECONDS must be positive")
+if VISIBILITY_TIMEOUT <= CELERY_TASK_TIME_LIMIT:
+    raise ImproperlyConfigured(
+        f"CELERY_VISIBILITY_TIMEOUT ({VISIBILITY_TIMEOUT} s) must be above the hard time limit "
+        f"({CELERY_TASK_TIME_LIMIT} s = CELERY_TASK_EXPECTED_SECONDS + CELERY_TASK_GRACE_SECONDS): "
+        "a task still running would be delivered to a second worker"
+    )
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+    "visibility_timeout": VISIBILITY_TIMEOUT,
     # How often a worker looks for messages whose worker died (Redis): interval x throttle seconds.
     "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_INTERVAL", default=10),
     "unacked_restore_throttle": env.int("CELERY_UNACKED_RESTORE_THROTTLE", default=10),
@@ -30,10 +52,14 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_TASK_DEFAULT_QUEUE = CeleryQueue.DEFAULT.value
+# Producers route by these names and a worker started without -Q consumes exactly these
+# queues: both come from statebag.queues, so GC_DLQ_URL names one queue for both.
+_gc_dlq_url = env.str("GC_DLQ_URL", default="")
+CELERY_TASK_QUEUES = [Queue(name) for name in worker_queues(_gc_dlq_url)]
 CELERY_TASK_ROUTES = {
-    "statebag.reap_expired_transactions": {"queue": gc_queue_name(env.str("GC_DLQ_URL", default=""))},
-    "statebag.gc_sweep": {"queue": gc_queue_name(env.str("GC_DLQ_URL", default=""))},
-    "statebag.apply_retention": {"queue": gc_queue_name(env.str("GC_DLQ_URL", default=""))},
+    "statebag.reap_expired_transactions": {"queue": gc_queue_name(_gc_dlq_url)},
+    "statebag.gc_sweep": {"queue": gc_queue_name(_gc_dlq_url)},
+    "statebag.apply_retention": {"queue": gc_queue_name(_gc_dlq_url)},
     "statebag.run_dehydration_job": {"queue": CeleryQueue.STATEBAG.value},
     "statebag.train_dictionaries": {"queue": CeleryQueue.STATEBAG.value},
 }

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.core.cache import cache
 
@@ -48,7 +49,14 @@ def flag_document(state: FlagState) -> dict[str, Any]:
 
 
 def document_body(document: dict[str, Any]) -> bytes:
-    return canonical_json(document)
+    """The canonical JSON of a document. Every flag in it passed check_flag, which refuses
+    NaN and infinities, so orjson's sorted output is the canonical form without the scan for
+    them (a tenth of a second at 10,000 flags)."""
+    try:
+        body: bytes = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError):
+        return canonical_json(document)  # integers past 64 bits: the general path decides
+    return body
 
 
 def document_etag(body: bytes) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from audit.services import audit_record
@@ -30,6 +31,10 @@ def environment_rename(*, environment: Environment, name: str, actor: str) -> En
     """A new display name. The key stays: SDK keys and documents carry it."""
     with transaction.atomic():
         locked = Environment.objects.select_for_update().get(pk=environment.pk)
+        if environment.key != locked.key:
+            raise ValidationError(
+                {"key": f"an environment's key cannot change (SDK keys carry it): it stays {locked.key!r}"}
+            )
         before, locked.name = locked.name, name
         locked.full_clean()
         locked.save(update_fields=["name"])

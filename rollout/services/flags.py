@@ -17,6 +17,16 @@ from ..models import Environment, Flag, FlagState, Revision
 from .documents import flag_document
 from .revisions import revision_create
 
+# The right to change what a flag serves, whatever the path: the flag's page, the kill switch,
+# a rollback, or a rollout plan (which needs it to start, resume and abort, and whose operator
+# must keep it for the plan to advance).
+FLAG_CHANGE_PERMISSION = "rollout.change_flagstate"
+
+
+def flag_change_allowed(*, user: Any) -> bool:
+    """Whether ``user`` (an active account) may change flag states."""
+    return bool(user is not None and user.is_active and user.has_perm(FLAG_CHANGE_PERMISSION))
+
 
 def _percentage(flag: Flag, value: Any) -> Decimal:
     try:
@@ -39,14 +49,21 @@ def _check(key: str, spec: dict[str, Any]) -> None:
     check_sdk_flag(key, spec)
 
 
+def flag_definition_check(*, key: str, kind: str, default_value: Any) -> None:
+    """InvalidFlagError unless a flag of ``kind`` can serve ``default_value`` (and, for a flag
+    the SDK reads itself, it is within the SDK's bounds)."""
+    _check(key, flag_spec(kind, default_value))
+
+
 def flag_create(
     *, key: str, kind: str, default_value: Any, actor: str, description: str = "", owner: str = ""
 ) -> Flag:
-    """A new flag, off in every environment (each gets a new revision)."""
+    """A new flag, off in every environment (each gets a new revision). A default the kind
+    cannot serve raises InvalidFlagError; other bad fields ValidationError; nothing is saved."""
     with transaction.atomic():
         flag = Flag(key=key, kind=kind, default_value=default_value, description=description, owner=owner)
         flag.full_clean()
-        _check(key, flag_spec(kind, default_value))
+        flag_definition_check(key=key, kind=kind, default_value=default_value)
         flag.save()
         for environment in Environment.objects.all():
             FlagState.objects.create(flag=flag, environment=environment, enabled=False, value=default_value)
@@ -111,6 +128,22 @@ def flag_state_update(
             after=flag_document(state),
         )
     return revision
+
+
+class _DryRun(Exception):
+    pass
+
+
+def flag_state_check(*, flag: Flag, environment: Environment, **changes: Any) -> None:
+    """Raise what flag_state_update would raise for these changes (InvalidFlagError, a
+    refused document), and save nothing: the change is made and its revision built by the
+    same code, then rolled back. Lets a page check every change before it saves any."""
+    try:
+        with transaction.atomic():
+            flag_state_update(flag=flag, environment=environment, actor="check", **changes)
+            raise _DryRun
+    except _DryRun:
+        pass
 
 
 def flag_kill(*, flag: Flag, environment: Environment, actor: str, reason: str = "") -> Revision:

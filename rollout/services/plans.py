@@ -1,27 +1,50 @@
-"""Rollout plans: start, advance (periodic task), pause, resume, abort, with guard hooks.
+"""Rollout plans: create, update, start, advance (periodic task), pause, resume, abort, with
+guard hooks.
+
+* A plan is checked when it is created or edited, and again when it starts: its value must be
+  one the flag can serve (the SDK's own rules, ``analemma_sdk.flags.spec``), its steps
+  percentages of existing environments. Once started, its flag, value and steps are frozen.
+* Starting, resuming and aborting a plan change flags, so they need the right to change flag
+  states (``FLAG_CHANGE_PERMISSION``), like any other flag change. The periodic advance acts
+  for the operator who started (or last resumed) the plan: before each step it checks that
+  they still have that right, and pauses the plan with an audit entry when they do not.
+* A plan whose step fails is marked failed with its reason and audited; the other plans go on.
+* An abort restores only the plan's flag, in each environment the plan touched, to its state
+  before the plan: another operator's change to another flag made meanwhile stays.
 
 A guard is any callable ``guard(plan, step) -> GuardVerdict`` named in settings.ROLLOUT_GUARDS
-(dotted paths). Before each step the plan asks every guard; one that says no aborts the plan,
-which rolls every touched environment back to its baseline revision. Guards that read real
-metrics (error rates, latency of the cohort) plug in here."""
+(dotted paths). Before each step the plan asks every guard; one that says no aborts the plan.
+Guards that read real metrics (error rates, latency of the cohort) plug in here."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from analemma_sdk.flags.spec import InvalidFlagError, check_flag, check_sdk_flag, flag_spec
 from audit.services import audit_record
 
-from ..models import RolloutPlan, RolloutStep
+from ..models import Environment, Flag, RolloutPlan, RolloutStep
 from ..selectors import revision_numbers_latest
-from .flags import flag_state_update
-from .revisions import revision_rollback
+from .flags import flag_change_allowed, flag_state_update
+from .revisions import flag_rollback, rollback_preview
+
+logger = logging.getLogger("analemma.rollout")
+
+ACTOR_MAX = 150  # AuditEntry.actor, Revision.created_by
+STEP_FIELDS = ("environment", "percentage", "not_before", "min_soak_seconds")
+OPERATOR_LOST_RIGHT = "operator lost the right"
+MAX_SOAK_SECONDS = 366 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -34,88 +57,408 @@ Guard = Callable[[RolloutPlan, RolloutStep], GuardVerdict]
 
 
 class PlanStateError(ValueError):
-    pass
+    """The plan is in a state that does not allow the operation (nothing changed)."""
+
+
+class InvalidPlanError(ValueError):
+    """The plan's definition is wrong (nothing saved); the message says what."""
+
+
+class PlanPermissionDenied(PermissionDenied):
+    """The acting user may not make the flag changes the operation makes."""
 
 
 def _guards() -> list[Guard]:
     return [import_string(path) for path in getattr(settings, "ROLLOUT_GUARDS", [])]
 
 
-def plan_start(*, plan: RolloutPlan, actor: str) -> RolloutPlan:
+def _require_flag_right(user: Any, what: str) -> None:
+    if not flag_change_allowed(user=user):
+        name = user.get_username() if user is not None else "nobody"
+        raise PlanPermissionDenied(
+            f"{name} may not {what}: it changes flags (needs the right to change flag states)"
+        )
+
+
+def _locked(pk: Any) -> RolloutPlan:
+    """The plan, its row locked (only its row: not its flag's or its operator's)."""
+    return RolloutPlan.objects.select_for_update(of=("self",)).select_related("flag").get(pk=pk)
+
+
+def _actor(actor: str, user: Any) -> str:
+    if not actor and user is None:
+        raise ValueError("an operation on a plan needs a user or an actor")
+    return (actor or user.get_username())[:ACTOR_MAX]
+
+
+# Definition --------------------------------------------------------------------------------
+def plan_check_value(*, flag: Flag, value: Any) -> None:
+    """InvalidPlanError unless ``value`` is one the flag can serve, by the SDK's own rules."""
+    if value is None:
+        raise InvalidPlanError(f"a plan must serve a value: give one of the {flag.kind} flag's values")
+    spec = flag_spec(flag.kind, flag.default_value, enabled=True, value=value)
+    try:
+        check_flag(flag.key, spec)
+        check_sdk_flag(flag.key, spec)
+    except InvalidFlagError as exc:
+        raise InvalidPlanError(str(exc)) from None
+
+
+def plan_check_steps(*, steps: Iterable[Mapping[str, Any]]) -> None:
+    """InvalidPlanError unless every step is one plan_create accepts (see there)."""
+    _clean_steps(steps)
+
+
+def _clean_steps(steps: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Steps in order (by ``position`` when given, else as listed), numbered from 0, each
+    checked by the model's own rules."""
+
+    def order(item: tuple[int, Mapping[str, Any]]) -> tuple[int, int]:
+        given = item[1].get("position")
+        return (given if isinstance(given, int) else item[0], item[0])
+
+    indexed = sorted(enumerate(steps), key=order)
+    cleaned = []
+    for position, (_, step) in enumerate(indexed):
+        unknown = set(step) - {*STEP_FIELDS, "position"}
+        if unknown:
+            raise InvalidPlanError(f"unknown step fields: {', '.join(sorted(unknown))}")
+        if not isinstance(step.get("environment"), Environment):
+            raise InvalidPlanError(f"step {position} has no environment")
+        try:
+            percentage = Decimal(str(step.get("percentage")))
+        except ArithmeticError:
+            raise InvalidPlanError(
+                f"step {position}: percentage must be a number from 0 to 100, not {step.get('percentage')!r}"
+            ) from None
+        row = RolloutStep(
+            position=position,
+            environment=step["environment"],
+            percentage=percentage,
+            not_before=step.get("not_before"),
+            min_soak_seconds=step.get("min_soak_seconds") or 0,
+        )
+        try:
+            row.full_clean(exclude=["plan"])
+        except ValidationError as exc:
+            raise InvalidPlanError(f"step {position}: {'; '.join(exc.messages)}") from None
+        if row.min_soak_seconds > MAX_SOAK_SECONDS:
+            raise InvalidPlanError(
+                f"step {position}: a soak is at most {MAX_SOAK_SECONDS:,} seconds (a year), "
+                f"not {row.min_soak_seconds:,}"
+            )
+        cleaned.append({"position": position, **{f: getattr(row, f) for f in STEP_FIELDS}})
+    return cleaned
+
+
+def _step_record(step: Mapping[str, Any]) -> dict[str, Any]:
+    not_before = step["not_before"]
+    return {
+        "position": step["position"],
+        "environment": step["environment"].key,
+        "percentage": float(step["percentage"]),
+        "not_before": not_before.isoformat() if not_before else None,
+        "min_soak_seconds": step["min_soak_seconds"],
+    }
+
+
+def _record(plan: RolloutPlan) -> dict[str, Any]:
+    """What the audit log keeps of a plan's definition."""
+    steps = plan.steps.select_related("environment").order_by("position")
+    return {
+        "name": plan.name,
+        "flag": plan.flag.key,
+        "value": plan.value,
+        "steps": [_step_record({f: getattr(s, f) for f in ("position", *STEP_FIELDS)}) for s in steps],
+    }
+
+
+def plan_create(
+    *, name: str, flag: Flag, value: Any, steps: Iterable[Mapping[str, Any]], actor: str
+) -> RolloutPlan:
+    """A draft plan. Each step is a mapping of ``environment`` (an Environment), ``percentage``
+    and optionally ``not_before``, ``min_soak_seconds`` and ``position``. Raises
+    InvalidPlanError, saving nothing, for a value the flag cannot serve or a bad step."""
+    plan_check_value(flag=flag, value=value)
+    cleaned = _clean_steps(steps)
     with transaction.atomic():
-        plan = RolloutPlan.objects.select_for_update().get(pk=plan.pk)
+        plan = RolloutPlan(name=name, flag=flag, value=value, created_by=actor[:ACTOR_MAX])
+        try:
+            plan.full_clean(exclude=["started_by"])
+        except ValidationError as exc:
+            raise InvalidPlanError("; ".join(exc.messages)) from None
+        plan.save()
+        RolloutStep.objects.bulk_create(RolloutStep(plan=plan, **step) for step in cleaned)
+        audit_record(
+            action="plan.create",
+            actor=actor,
+            target=plan.name,
+            flag=flag.key,
+            plan=plan.pk,
+            after=_record(plan),
+        )
+    return plan
+
+
+def plan_update(
+    *,
+    plan: RolloutPlan,
+    actor: str,
+    name: str | None = None,
+    flag: Flag | None = None,
+    value: Any = ...,
+    steps: Iterable[Mapping[str, Any]] | None = None,
+) -> RolloutPlan:
+    """Edit a plan; what is not given stays. Only a draft's flag, value and steps can change:
+    a started plan's are frozen (PlanStateError); its name can still change."""
+    with transaction.atomic():
+        locked = _locked(plan.pk)
+        before = _record(locked)
+        frozen = {"flag": flag is not None, "value": value is not ..., "steps": steps is not None}
+        if locked.status != RolloutPlan.Status.DRAFT and any(frozen.values()):
+            what = ", ".join(k for k, given in frozen.items() if given)
+            raise PlanStateError(
+                f"plan is {locked.status}: its {what} cannot change once started (abort it and make a new plan)"
+            )
+        new_flag = flag if flag is not None else locked.flag
+        new_value = locked.value if value is ... else value
+        if flag is not None or value is not ...:
+            plan_check_value(flag=new_flag, value=new_value)
+        cleaned = _clean_steps(steps) if steps is not None else None
+        locked.flag, locked.value = new_flag, new_value
+        if name is not None:
+            locked.name = name
+        try:
+            locked.full_clean(exclude=["started_by"])
+        except ValidationError as exc:
+            raise InvalidPlanError("; ".join(exc.messages)) from None
+        locked.save()
+        if cleaned is not None:
+            locked.steps.all().delete()
+            RolloutStep.objects.bulk_create(RolloutStep(plan=locked, **step) for step in cleaned)
+        after = _record(locked)
+        if after != before:
+            audit_record(
+                action="plan.update",
+                actor=actor,
+                target=locked.name,
+                flag=locked.flag.key,
+                plan=locked.pk,
+                before=before,
+                after=after,
+            )
+    return locked
+
+
+def plan_delete(*, plan: RolloutPlan, actor: str) -> None:
+    """Delete a draft (a started plan stays, as the record of what it did)."""
+    with transaction.atomic():
+        locked = _locked(plan.pk)
+        if locked.status != RolloutPlan.Status.DRAFT:
+            raise PlanStateError(f"plan is {locked.status}; only a draft can be deleted")
+        before = _record(locked)
+        locked.delete()
+        audit_record(
+            action="plan.delete", actor=actor, target=before["name"], flag=before["flag"], before=before
+        )
+
+
+# Operations --------------------------------------------------------------------------------
+def plan_start(*, plan: RolloutPlan, user: Any, actor: str = "") -> RolloutPlan:
+    """Start a draft and apply its first step now. ``user`` needs the right to change flag
+    states; the periodic advance then acts for them. Raises PlanPermissionDenied,
+    PlanStateError or InvalidPlanError and changes nothing; a first step that fails marks the
+    plan failed (see its ``reason``)."""
+    _require_flag_right(user, "start a plan")
+    actor = _actor(actor, user)
+    with transaction.atomic():
+        plan = _locked(plan.pk)
         if plan.status != RolloutPlan.Status.DRAFT:
             raise PlanStateError(f"plan is {plan.status}, only a draft can start")
-        if not plan.steps.exists():
+        steps = list(plan.steps.select_related("environment").order_by("position"))
+        if not steps:
             raise PlanStateError("plan has no steps")
-        plan.baseline = revision_numbers_latest(
-            environments=[step.environment for step in plan.steps.select_related("environment")]
-        )
+        plan_check_value(flag=plan.flag, value=plan.value)
+        _clean_steps({"position": s.position, **{f: getattr(s, f) for f in STEP_FIELDS}} for s in steps)
+        plan.baseline = revision_numbers_latest(environments=[step.environment for step in steps])
         plan.status = RolloutPlan.Status.RUNNING
-        plan.save(update_fields=["baseline", "status", "updated_at"])
-        audit_record(action="plan.start", actor=actor, target=plan.name, flag=plan.flag.key)
+        plan.started_by = user
+        plan.reason = ""
+        plan.save(update_fields=["baseline", "status", "started_by", "reason", "updated_at"])
+        audit_record(
+            action="plan.start",
+            actor=actor,
+            target=plan.name,
+            flag=plan.flag.key,
+            plan=plan.pk,
+            operator=user.get_username(),
+            baseline=plan.baseline,
+        )
     plans_advance(plan_ids=[plan.pk])
     return RolloutPlan.objects.get(pk=plan.pk)
 
 
 def _set_status(
-    plan: RolloutPlan, status: str, allowed: tuple[str, ...], actor: str, action: str
+    plan: RolloutPlan,
+    status: str,
+    allowed: tuple[str, ...],
+    actor: str,
+    action: str,
+    *,
+    reason: str | None = None,
+    started_by: Any = None,
 ) -> RolloutPlan:
     with transaction.atomic():
-        plan = RolloutPlan.objects.select_for_update().get(pk=plan.pk)
+        plan = _locked(plan.pk)
         if plan.status not in allowed:
             raise PlanStateError(f"plan is {plan.status}; cannot {action}")
         plan.status = status
-        plan.save(update_fields=["status", "updated_at"])
-        audit_record(action=f"plan.{action}", actor=actor, target=plan.name, flag=plan.flag.key)
+        fields = ["status", "updated_at"]
+        detail: dict[str, Any] = {}
+        if reason is not None:
+            plan.reason = detail["reason"] = reason
+            fields.append("reason")
+        if started_by is not None:
+            plan.started_by = started_by
+            detail["operator"] = started_by.get_username()
+            fields.append("started_by")
+        plan.save(update_fields=fields)
+        audit_record(
+            action=f"plan.{action}", actor=actor, target=plan.name, flag=plan.flag.key, plan=plan.pk, **detail
+        )
     return plan
 
 
-def plan_pause(*, plan: RolloutPlan, actor: str) -> RolloutPlan:
-    return _set_status(plan, RolloutPlan.Status.PAUSED, (RolloutPlan.Status.RUNNING,), actor, "pause")
+def plan_pause(*, plan: RolloutPlan, user: Any = None, actor: str = "") -> RolloutPlan:
+    """Hold a running plan where it is. It changes no flag, so it needs no flag right (nor a
+    user: ``actor`` alone names who paused it)."""
+    return _set_status(
+        plan, RolloutPlan.Status.PAUSED, (RolloutPlan.Status.RUNNING,), _actor(actor, user), "pause"
+    )
 
 
-def plan_resume(*, plan: RolloutPlan, actor: str) -> RolloutPlan:
-    return _set_status(plan, RolloutPlan.Status.RUNNING, (RolloutPlan.Status.PAUSED,), actor, "resume")
+def plan_resume(*, plan: RolloutPlan, user: Any, actor: str = "") -> RolloutPlan:
+    """Run a paused plan again. ``user`` needs the right to change flag states and becomes
+    the operator the periodic advance acts for."""
+    _require_flag_right(user, "resume a plan")
+    return _set_status(
+        plan,
+        RolloutPlan.Status.RUNNING,
+        (RolloutPlan.Status.PAUSED,),
+        _actor(actor, user),
+        "resume",
+        reason="",
+        started_by=user,
+    )
 
 
-def plan_abort(*, plan: RolloutPlan, actor: str, reason: str = "aborted") -> RolloutPlan:
-    """Stop and restore every environment the plan touched to its revision from before."""
+def plan_abort(*, plan: RolloutPlan, user: Any, actor: str = "", reason: str = "aborted") -> RolloutPlan:
+    """Stop the plan and restore its flag, in each environment it touched, to the flag's state
+    before the plan (every other flag stays as it is). ``user`` needs the right to change
+    flag states."""
+    _require_flag_right(user, "abort a plan")
+    return _abort(plan, _actor(actor, user), reason)
+
+
+def _abort(plan: RolloutPlan, actor: str, reason: str) -> RolloutPlan:
     with transaction.atomic():
-        plan = RolloutPlan.objects.select_for_update().get(pk=plan.pk)
+        plan = _locked(plan.pk)
         if plan.status in (RolloutPlan.Status.ABORTED, RolloutPlan.Status.DRAFT):
             raise PlanStateError(f"plan is {plan.status}; nothing to abort")
         touched = {
             s.environment for s in plan.steps.filter(applied_at__isnull=False).select_related("environment")
         }
+        restored = {}
         for environment in sorted(touched, key=lambda e: e.pk):
             number = plan.baseline.get(environment.key)
-            if number:
-                revision_rollback(
-                    environment=environment, number=number, actor=actor, reason=f"plan {plan.name}: {reason}"
+            why = f"plan {plan.name}: {reason}"
+            if number is None:  # no revision before the plan: the flag was not served
+                revision = flag_state_update(
+                    flag=plan.flag, environment=environment, actor=actor, reason=why, enabled=False
                 )
+            elif rollback_preview(environment=environment, number=number, flag_key=plan.flag.key):
+                revision = flag_rollback(
+                    environment=environment, flag_key=plan.flag.key, number=number, actor=actor, reason=why
+                )
+            else:
+                continue  # already as it was
+            restored[environment.key] = revision.number
         plan.status = RolloutPlan.Status.ABORTED
         plan.reason = reason
         plan.save(update_fields=["status", "reason", "updated_at"])
-        audit_record(action="plan.abort", actor=actor, target=plan.name, flag=plan.flag.key, reason=reason)
+        audit_record(
+            action="plan.abort",
+            actor=actor,
+            target=plan.name,
+            flag=plan.flag.key,
+            plan=plan.pk,
+            reason=reason,
+            restored=restored,
+        )
     return plan
 
 
+# The periodic advance ----------------------------------------------------------------------
 def plans_advance(*, now: datetime | None = None, plan_ids: list[int] | None = None) -> int:
-    """Apply the next due step of every running plan; returns how many steps were applied."""
+    """Apply the next due step of every running plan; returns how many steps were applied.
+    A plan whose step fails is marked failed; it never stops the others."""
     now = now or timezone.now()
     running = RolloutPlan.objects.filter(status=RolloutPlan.Status.RUNNING)
     if plan_ids is not None:
         running = running.filter(pk__in=plan_ids)
     applied = 0
-    for plan_id in running.values_list("pk", flat=True):
-        applied += _advance_one(plan_id, now)
+    for plan_id in list(running.values_list("pk", flat=True)):
+        try:
+            applied += _advance_one(plan_id, now)
+        except (OperationalError, InterfaceError):
+            # The database was away: nothing was applied, the next run tries again.
+            logger.exception("rollout plan %s: database unavailable, will retry", plan_id)
+        except Exception as exc:
+            logger.exception("rollout plan %s failed", plan_id)
+            _fail(plan_id, exc)
     return applied
+
+
+def _failure_reason(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(exc.messages)
+    if isinstance(exc, ValueError):  # the services' refusals say what is wrong
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _fail(plan_id: int, exc: Exception) -> None:
+    reason = _failure_reason(exc)
+    with transaction.atomic():
+        plan = (
+            RolloutPlan.objects.select_for_update(of=("self",))
+            .select_related("flag")
+            .filter(pk=plan_id)
+            .first()
+        )
+        if plan is None or plan.status != RolloutPlan.Status.RUNNING:
+            return
+        plan.status = RolloutPlan.Status.FAILED
+        plan.reason = reason[:2000]
+        plan.save(update_fields=["status", "reason", "updated_at"])
+        audit_record(
+            action="plan.fail",
+            actor="rollout plan",
+            target=plan.name,
+            flag=plan.flag.key,
+            plan=plan.pk,
+            reason=plan.reason,
+        )
 
 
 def _advance_one(plan_id: int, now: datetime) -> int:
     with transaction.atomic():
-        plan = RolloutPlan.objects.select_for_update(skip_locked=True).filter(pk=plan_id).first()
+        plan = (
+            RolloutPlan.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("flag", "started_by")
+            .filter(pk=plan_id)
+            .first()
+        )
         if plan is None or plan.status != RolloutPlan.Status.RUNNING:
             return 0
         steps = list(plan.steps.select_related("environment").order_by("position"))
@@ -131,20 +474,42 @@ def _advance_one(plan_id: int, now: datetime) -> int:
         if not pending:
             plan.status = RolloutPlan.Status.COMPLETED
             plan.save(update_fields=["status", "updated_at"])
-            audit_record(action="plan.complete", actor="rollout plan", target=plan.name, flag=plan.flag.key)
+            audit_record(
+                action="plan.complete",
+                actor="rollout plan",
+                target=plan.name,
+                flag=plan.flag.key,
+                plan=plan.pk,
+            )
             return 0
         step = pending[0]
         if step.not_before and now < step.not_before:
             return 0
+        operator = plan.started_by
+        if not flag_change_allowed(user=operator):
+            plan.status = RolloutPlan.Status.PAUSED
+            plan.reason = OPERATOR_LOST_RIGHT
+            plan.save(update_fields=["status", "reason", "updated_at"])
+            audit_record(
+                action="plan.pause",
+                actor="rollout plan",
+                target=plan.name,
+                flag=plan.flag.key,
+                plan=plan.pk,
+                reason=OPERATOR_LOST_RIGHT,
+                operator=operator.get_username() if operator is not None else None,
+            )
+            return 0
         refusal = next((v for v in (guard(plan, step) for guard in _guards()) if not v.ok), None)
         if refusal is not None:
             # Abort after this transaction: the rollback takes its own locks.
-            transaction.on_commit(lambda: plan_abort(plan=plan, actor="rollout guard", reason=refusal.reason))
+            transaction.on_commit(lambda: _abort(plan, "rollout guard", refusal.reason))
             return 0
+        assert operator is not None  # flag_change_allowed refuses nobody
         revision = flag_state_update(
             flag=plan.flag,
             environment=step.environment,
-            actor="rollout plan",
+            actor=f"rollout plan for {operator.get_username()}"[:ACTOR_MAX],
             reason=f"plan {plan.name} step {step.position}",
             enabled=True,
             value=plan.value,

@@ -8,11 +8,11 @@ checked and published."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from django.db import transaction
 
 from analemma_sdk.flags.spec import STATE_FIELDS, check_publishable, flag_set_document
@@ -25,6 +25,11 @@ from .documents import document_body, document_cached, document_etag, document_p
 
 class UnknownRevision(LookupError):
     pass
+
+
+# The flags of the last revision this process committed, by environment id: the next change
+# in the same process starts from them rather than parsing the cached document again.
+_committed: dict[int, tuple[int, str, dict[str, Any]]] = {}
 
 
 def _diff(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
@@ -60,9 +65,12 @@ def _flags_before(environment: Environment, previous: Revision | None) -> dict[s
                 for key, spec in sorted(flags.items())
             )
         return flags
+    known = _committed.get(environment.pk)
+    if known is not None and known[:2] == (previous.number, previous.etag):
+        return dict(known[2])
     cached = document_cached(environment_key=environment.key)
     if cached is not None and cached["revision"] == previous.number and cached["etag"] == previous.etag:
-        return dict(json.loads(cached["body"])["flags"])
+        return dict(orjson.loads(cached["body"])["flags"])
     return previous.flags()
 
 
@@ -86,9 +94,13 @@ def revision_create(
         states = states.filter(flag__key__in=sorted(set(flag_keys)))
     wanted = {state.flag.key: flag_document(state) for state in states}
     flags = {**before, **wanted} if flag_keys is not None else wanted
-    document = flag_set_document(environment.key, number, dict(sorted(flags.items())))
+    document = flag_set_document(environment.key, number, flags)  # the body sorts its keys
     body = document_body(document)
-    diff = _diff(before, flags)
+    # Only the flags asked for can differ: compare those, not the whole set.
+    compared = set(flags) | set(before) if flag_keys is None else set(wanted)
+    diff = _diff(
+        {k: before[k] for k in compared if k in before}, {k: flags[k] for k in compared if k in flags}
+    )
     changed = sorted({change["flag"] for change in diff})
     check_publishable(document, body, changed=changed)
     revision = Revision.objects.create(
@@ -108,8 +120,13 @@ def revision_create(
         for key in changed
         if key in flags
     )
+
     # Straight into the cache once committed: SDKs see the change on their next poll.
-    transaction.on_commit(lambda: document_publish(revision=revision, body=body))
+    def committed() -> None:
+        _committed[environment.pk] = (number, revision.etag, flags)
+        document_publish(revision=revision, body=body)
+
+    transaction.on_commit(committed)
     return revision
 
 

@@ -1,18 +1,24 @@
-"""Training a zstd dictionary per workflow type from its recent blobs, and rolling it in."""
+"""Compression dictionaries: one per owner and workflow type, trained from that owner's recent
+blobs only, stored under that owner's prefix, and rolled in for that owner's dehydrations.
+
+A dictionary holds pieces of the blobs it was trained on (secrets, card numbers...), so it is
+as private as they are: no other owner's frames may use it, and a client may name in its frames
+only a dictionary of its own owner (``dictionary_ids_check``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 
 from django.db import transaction
 from django.utils import timezone
 
-from analemma_sdk.statebag import StateHydrator, train_dictionary
-from analemma_sdk.statebag.keys import dictionary_key
+from analemma_sdk.statebag import ForeignDictionaryError, train_dictionary
+from analemma_sdk.statebag.keys import dictionary_key, validate_id
 from analemma_sdk.statebag.pointers import BlobRef
 
 from ..models import Blob, CompressionDictionary, Execution
-from .hydrators import reset_service_hydrators
+from .hydrators import reset_service_hydrators, service_reader
 from .stores import statebag_store
 
 DICTIONARY_BYTES = 110 * 1024
@@ -20,12 +26,24 @@ MIN_SAMPLES = 100
 
 
 def dictionary_train(
-    *, workflow_id: str, max_samples: int = 2000, size: int = DICTIONARY_BYTES, min_samples: int = MIN_SAMPLES
+    *,
+    owner_id: str,
+    workflow_id: str,
+    max_samples: int = 2000,
+    size: int = DICTIONARY_BYTES,
+    min_samples: int = MIN_SAMPLES,
 ) -> CompressionDictionary | None:
-    """Train on up to ``max_samples`` recent distinct blobs of the workflow's retained
-    versions; None when there are too few to be worth it."""
+    """Train on up to ``max_samples`` recent distinct blobs of the owner's retained versions of
+    the workflow; None when there are too few to be worth it."""
+    validate_id("owner id", owner_id)
+    validate_id("workflow id", workflow_id)
     rows = (
-        Blob.objects.filter(manifests__execution__workflow_id=workflow_id, manifests__retained=True)
+        Blob.objects.filter(
+            owner_id=owner_id,
+            manifests__execution__owner_id=owner_id,
+            manifests__execution__workflow_id=workflow_id,
+            manifests__retained=True,
+        )
         .select_related("pack")
         .order_by("-created_at")
         .distinct()[: max_samples * 2]
@@ -49,14 +67,17 @@ def dictionary_train(
     if len(refs) < min_samples:
         return None
     store = statebag_store()
-    samples = StateHydrator(use_batching=True, store=store).read_blobs(refs)
-    dictionary = train_dictionary(samples, size=size)
-    key = dictionary_key(dictionary.dict_id)
+    samples = service_reader().read_blobs(refs)
+    dictionary = train_dictionary(samples, size=size, owner_id=owner_id)
+    key = dictionary_key(owner_id, dictionary.dict_id)
     if not store.exists(key):
         store.put(key, dictionary.data)
     with transaction.atomic():
-        CompressionDictionary.objects.filter(workflow_id=workflow_id, active=True).update(active=False)
+        CompressionDictionary.objects.filter(owner_id=owner_id, workflow_id=workflow_id, active=True).update(
+            active=False
+        )
         trained, _ = CompressionDictionary.objects.update_or_create(
+            owner_id=owner_id,
             dict_id=dictionary.dict_id,
             defaults={
                 "workflow_id": workflow_id,
@@ -64,16 +85,47 @@ def dictionary_train(
                 "samples": len(samples),
                 "sample_bytes": sum(len(s) for s in samples),
                 "active": True,
+                "legacy": False,
             },
         )
     reset_service_hydrators()
     return trained
 
 
-def dictionaries_train_recent(*, days: int = 7) -> list[CompressionDictionary]:
+def dictionaries_train_recent(
+    *, days: int = 7, size: int = DICTIONARY_BYTES, min_samples: int = MIN_SAMPLES
+) -> list[CompressionDictionary]:
+    """One dictionary per (owner, workflow) with executions updated in the last ``days``."""
     since = timezone.now() - timedelta(days=days)
-    workflows = (
-        Execution.objects.filter(updated_at__gte=since).values_list("workflow_id", flat=True).distinct()
+    pairs = (
+        Execution.objects.filter(updated_at__gte=since)
+        .values_list("owner_id", "workflow_id")
+        .order_by("owner_id", "workflow_id")
+        .distinct()
     )
-    trained = [dictionary_train(workflow_id=w) for w in workflows]
+    trained = [
+        dictionary_train(owner_id=owner, workflow_id=workflow, size=size, min_samples=min_samples)
+        for owner, workflow in pairs
+    ]
     return [row for row in trained if row is not None]
+
+
+def dictionary_ids_check(*, owner_id: str, dict_ids: Iterable[str]) -> None:
+    """Refuse frames that name a dictionary the owner may not write with: one is usable only if
+    it is the owner's own, trained here (not a legacy shared one) or published by the owner's
+    client under the owner's prefix of the service store. Unknown, legacy and other owners'
+    dictionaries get the same refusal, so the answer tells nothing about other owners."""
+    wanted = set(dict_ids)
+    if not wanted:
+        return
+    trained = set(
+        CompressionDictionary.objects.filter(owner_id=owner_id, dict_id__in=wanted, legacy=False).values_list(
+            "dict_id", flat=True
+        )
+    )
+    store = statebag_store()
+    for dict_id in sorted(wanted - trained):
+        if not store.exists(dictionary_key(owner_id, dict_id)):
+            raise ForeignDictionaryError(
+                f"frames name compression dictionary {dict_id}, which is not one of owner {owner_id}'s"
+            )

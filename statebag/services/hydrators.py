@@ -1,13 +1,17 @@
 """The service's own hydrators: batched and zstd, two-phase per settings, on the service
-store, with the workflow's active dictionary. One per (workflow, dictionary), shared in
-process."""
+store, with the owner's active dictionary for the workflow. One per (owner, workflow,
+dictionary), shared in process.
+
+Dictionaries are per owner: a hydrator compresses only its owner's values with one, and its
+reader resolves a frame's dictionary only under the prefix of the object holding the frame,
+or, for frames written by earlier versions, the shared legacy dictionary that the database
+records as used by that owner."""
 
 from __future__ import annotations
 
 import threading
 
-from analemma_sdk.statebag import StateHydrator, ZstdDictionary
-from analemma_sdk.statebag.keys import dictionary_key
+from analemma_sdk.statebag import CorruptBlobError, StateHydrator, ZstdDictionary
 
 from ..conf import statebag_settings
 from ..models import CompressionDictionary
@@ -15,18 +19,30 @@ from .stores import statebag_store
 from .versioning import StateVersioningService
 
 _lock = threading.Lock()
-_hydrators: dict[tuple[str, str], StateHydrator] = {}
+_hydrators: dict[tuple[str, str, str], StateHydrator] = {}
 
 
-def service_hydrator(workflow_id: str) -> StateHydrator:
-    active = CompressionDictionary.objects.filter(workflow_id=workflow_id, active=True).first()
-    key = (workflow_id, active.dict_id if active else "")
+def legacy_dictionary_allowed(owner_id: str, dict_id: str) -> bool:
+    """Whether ``owner_id``'s frames may be decoded with the shared dictionary ``dict_id`` that an
+    earlier version stored: only if that owner's frames already named it then."""
+    return CompressionDictionary.objects.filter(owner_id=owner_id, dict_id=dict_id, legacy=True).exists()
+
+
+def service_hydrator(owner_id: str, workflow_id: str) -> StateHydrator:
+    active = CompressionDictionary.objects.filter(
+        owner_id=owner_id, workflow_id=workflow_id, active=True, legacy=False
+    ).first()
+    key = (owner_id, workflow_id, active.dict_id if active else "")
     with _lock:
         hydrator = _hydrators.get(key)
         if hydrator is None:
             configured = statebag_settings()
             store = statebag_store()
-            dictionary = ZstdDictionary(store.get(dictionary_key(active.dict_id))) if active else None
+            dictionary = None
+            if active is not None:
+                dictionary = ZstdDictionary(store.get(active.key), owner_id=owner_id)
+                if dictionary.dict_id != active.dict_id:
+                    raise CorruptBlobError(f"dictionary {active.key} fails its digest check")
             hydrator = StateHydrator(
                 use_batching=True,
                 use_zstd=True,
@@ -37,10 +53,22 @@ def service_hydrator(workflow_id: str) -> StateHydrator:
                 max_blob_bytes=configured.max_blob_bytes,
                 store=store,
                 dictionary=dictionary,
+                legacy_dictionaries=legacy_dictionary_allowed,
                 manifest_store=StateVersioningService(),
             )
             _hydrators[key] = hydrator
         return hydrator
+
+
+def service_reader() -> StateHydrator:
+    """A hydrator that reads blobs on the service store (training samples), resolving
+    dictionaries per owner as above."""
+    return StateHydrator(
+        use_batching=True,
+        store=statebag_store(),
+        max_blob_bytes=statebag_settings().max_blob_bytes,
+        legacy_dictionaries=legacy_dictionary_allowed,
+    )
 
 
 def reset_service_hydrators() -> None:

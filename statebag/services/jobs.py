@@ -45,16 +45,28 @@ def job_submit(
     return job
 
 
+# A job is given up once this many attempts started (each one that did not finish was cut off:
+# its worker died or was killed, or it was retried after a store error).
+MAX_ATTEMPTS = 10
+
+
 def job_run(job_id: str) -> DehydrationJob | None:
     """Run one job. Safe to run again: the job id is the commit's idempotency key, so a
-    redelivered job returns the version its first run committed."""
+    redelivered job returns the version its first run committed. A job found RUNNING was cut
+    off (its worker died and the broker delivered it again): that is recorded in its error
+    while it runs again, and after MAX_ATTEMPTS it is failed."""
     job = DehydrationJob.objects.filter(pk=job_id).first()
     if job is None or job.status in (DehydrationJob.Status.SUCCEEDED, DehydrationJob.Status.FAILED):
         return job
+    note = ""
+    if job.status == DehydrationJob.Status.RUNNING:
+        if job.attempts >= MAX_ATTEMPTS:
+            return job_fail(job_id, f"gave up after {job.attempts} attempts that did not finish")
+        note = f"attempt {job.attempts} did not finish (its worker was lost); running it again"
     DehydrationJob.objects.filter(pk=job.pk).update(
-        status=DehydrationJob.Status.RUNNING, attempts=job.attempts + 1
+        status=DehydrationJob.Status.RUNNING, attempts=job.attempts + 1, error=note
     )
-    hydrator = service_hydrator(job.workflow_id)
+    hydrator = service_hydrator(job.owner_id, job.workflow_id)
     try:
         bag = _base_state(job, hydrator)
         for name in [name for name in bag if name not in job.state]:
@@ -85,6 +97,15 @@ def job_run(job_id: str) -> DehydrationJob | None:
     )
     job.refresh_from_db()
     return job
+
+
+def job_fail(job_id: str, error: str) -> DehydrationJob | None:
+    """Mark a job that has not finished failed, with the reason (a time limit, a worker that
+    kept dying, retries used up); a finished job is left as it is."""
+    DehydrationJob.objects.filter(
+        pk=job_id, status__in=(DehydrationJob.Status.QUEUED, DehydrationJob.Status.RUNNING)
+    ).update(status=DehydrationJob.Status.FAILED, error=error[:2000])
+    return DehydrationJob.objects.filter(pk=job_id).first()
 
 
 def _base_state(job: DehydrationJob, hydrator: Any) -> Any:

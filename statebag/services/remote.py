@@ -19,22 +19,30 @@ from typing import Any
 from django.core import signing
 from django.core.exceptions import ValidationError
 from django.core.files.storage import storages
+from django.db import transaction
 
-from analemma_sdk.statebag import BlobNotFoundError, InvalidKeyError
+from analemma_sdk.statebag import BlobNotFoundError, ForeignDictionaryError, InvalidKeyError
 from analemma_sdk.statebag.keys import validate_key
 from analemma_sdk.statebag.manifests import PackWrite, Prepared, PrepareRequest
 
 from ..conf import statebag_settings
-from ..errors import TransactionAbortedError
+from ..errors import ManifestConflictError
 from ..models import CommitTransaction, Manifest, Pack
+from ..schemas import MAX_VERSION
+from .chain import manifest_document
+from .dictionaries import dictionary_ids_check
 from .stores import statebag_store
-from .versioning import StateVersioningService
+from .versioning import StateVersioningService, transaction_abort
 
 UPLOAD_SALT = "statebag.upload"
 
 
 class RemoteRequestError(ValueError):
     """A malformed or out-of-scope request from a client."""
+
+
+class UnknownTransactionError(LookupError):
+    """No such transaction, or another owner's: the same answer either way."""
 
 
 class UploadVerificationError(Exception):
@@ -58,28 +66,31 @@ def _owned_key(owner_id: str, key: str) -> str:
 
 def prepare_request_check(owner_id: str, request: PrepareRequest) -> None:
     """A well-formed request may still be out of the key's scope: refuse it unless it is for
-    the key's owner and names only objects under the owner's own prefix."""
+    the key's owner and names only objects and compression dictionaries of that owner."""
     if request.owner_id != owner_id:
         raise PermissionError("this key writes for another owner")
-    max_bytes = statebag_settings().max_blob_bytes
-    for write in request.packs:
+    for write in request.packs:  # sizes and layout: statebag.schemas.pack_check
         _owned_key(owner_id, write.key)
-        if write.size > max_bytes:
-            raise RemoteRequestError(
-                f"{write.key} declares {write.size} bytes, over the {max_bytes}-byte limit"
-            )
     for key, _ in request.reused:
         _owned_key(owner_id, key)
+    try:
+        dictionary_ids_check(
+            owner_id=owner_id,
+            dict_ids={frame.dict_id for write in request.packs for frame in write.frames if frame.dict_id},
+        )
+    except ForeignDictionaryError as exc:
+        raise RemoteRequestError(str(exc)) from None
 
 
 # Transactions of one owner ------------------------------------------------------------------
-def owned_transaction(owner_id: str, txn_id: str) -> CommitTransaction:
+def owned_transaction(owner_id: str, txn_id: str, *, lock: bool = False) -> CommitTransaction:
     """The transaction, if it is this owner's; the same error otherwise, so a key cannot
     learn which transactions other owners have."""
+    rows = CommitTransaction.objects.select_for_update(of=("self",)) if lock else CommitTransaction.objects
     try:
-        return CommitTransaction.objects.get(pk=txn_id, owner_id=owner_id)
+        return rows.get(pk=txn_id, owner_id=owner_id)
     except (CommitTransaction.DoesNotExist, ValueError, ValidationError):
-        raise TransactionAbortedError(f"no transaction {txn_id!r}") from None
+        raise UnknownTransactionError(f"no transaction {txn_id!r}") from None
 
 
 def prepare(
@@ -112,8 +123,13 @@ def commit(
 
 
 def abort(owner_id: str, txn_id: str) -> None:
-    txn = owned_transaction(owner_id, txn_id)
-    StateVersioningService().abort(str(txn.pk), reason="aborted by the client")
+    """Abort a prepared transaction; aborting it again is a no-op, aborting a committed one
+    is refused (its version stays)."""
+    with transaction.atomic():
+        txn = owned_transaction(owner_id, txn_id, lock=True)
+        if txn.state == CommitTransaction.State.COMMITTED:
+            raise ManifestConflictError(f"transaction {txn_id} is committed: it cannot be aborted")
+        transaction_abort(txn, "aborted by the client")
 
 
 def record_json(manifest_hash: str, version: int, entries: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -129,16 +145,13 @@ def manifest_json(owner_id: str, execution_id: str, version: str) -> dict[str, A
     if version == "head":
         manifest = manifests.order_by("-version").first()
     else:
-        manifest = manifests.filter(version=int(version)).first() if version.isdigit() else None
+        # ASCII digits only: "²".isdigit() is true, and int() refuses it.
+        number = int(version) if version.isascii() and version.isdigit() and len(version) <= 10 else 0
+        manifest = manifests.filter(version=number).first() if 0 < number <= MAX_VERSION else None
     if manifest is None:
         raise LookupError(f"no manifest {version} of {execution_id}")
-    return {
-        "hash": manifest.hash,
-        "version": manifest.version,
-        "execution_id": execution_id,
-        "entries": {entry.field: entry.stored for entry in manifest.entries.all()},
-        "cohort": manifest.cohort,
-    }
+    # Everything its hash covers, checked: a manifest that fails is ManifestIntegrityError.
+    return manifest_document(manifest, purpose="manifest API")
 
 
 # Uploads --------------------------------------------------------------------------------

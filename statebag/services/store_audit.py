@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from analemma_sdk.statebag import BlobStore
+from analemma_sdk.statebag.keys import is_dictionary_key
 
 from ..conf import statebag_settings
 from ..models import GCRun, Pack
@@ -40,8 +41,8 @@ def store_audit(
     known = set(Pack.objects.filter(key__in=keys).values_list("key", flat=True))
     cutoff = time.time() - grace.total_seconds()
     for key in keys:
-        if key in known:
-            continue
+        if key in known or is_dictionary_key(key):
+            continue  # dictionaries have no pack row; frames may name them for as long as they exist
         report.unknown.append(key)
         modified = getattr(run.store.inner, "modified", lambda _key: None)(key)
         if modified is None or modified > cutoff:

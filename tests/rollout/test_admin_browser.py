@@ -66,9 +66,14 @@ def test_browser__ramp_to_5_percent_see_diff_roll_back_and_kill(browser, live_se
     assert "use_zstd" in diff and "percentage" in diff and "5.0" in diff
     screenshot(browser, "rollout-revision-diff")
 
-    # One click back to the revision before.
+    # Back to the revision before, for that flag: the preview, then the confirmation.
     browser.get(f"{live_server.url}{reverse('admin:rollout_revision_change', args=[before.pk])}")
+    browser.find_element(By.CSS_SELECTOR, "#rollback-flag option[value=use_zstd]").click()
     browser.find_element(By.ID, "rollback-button").click()
+    preview = browser.find_element(By.CSS_SELECTOR, "table.rollback-preview").text
+    assert "use_zstd" in preview and "percentage" in preview
+    screenshot(browser, "rollout-rollback-preview")
+    browser.find_element(By.ID, "confirm-rollback").click()
     assert "rolled back" in browser.find_element(By.CSS_SELECTOR, "ul.messagelist").text
     latest = prod.revisions.order_by("-number").first()
     assert latest.rolled_back_to == before.number and latest.document["flags"] == before.document["flags"]

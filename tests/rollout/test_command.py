@@ -26,7 +26,7 @@ def test_rollout_command__set_kill_rollback_show():
     assert (state.enabled, float(state.percentage), state.value) == (True, 5.0, True)
     run("kill", "use_zstd", "--env", "prod")
     assert not FlagState.objects.get(flag__key="use_zstd", environment=prod).enabled
-    run("rollback", "--env", "prod", "--to-revision", str(start))
+    run("rollback", "--env", "prod", "--to-revision", str(start), "--whole-environment", "--yes")
     shown = json.loads(run("show", "--env", "prod")[0])
     assert shown["flags"] == prod.revisions.get(number=start).document["flags"]
 
@@ -48,7 +48,7 @@ def test_rollout_command__sdk_key_create_prints_key_once_and_revoke(django_captu
         ("set", "nope", "--env", "prod", "--on"),
         ("set", "use_zstd", "--env", "mars", "--on"),
         ("set", "use_zstd", "--env", "prod"),
-        ("rollback", "--env", "prod", "--to-revision", "999"),
+        ("rollback", "--env", "prod", "--to-revision", "999", "--whole-environment", "--yes"),
         ("set", "use_zstd", "--env", "prod", "--value", "{not json"),
     ],
 )

@@ -112,3 +112,19 @@ def test_fastpath__memo__revocation_reaches_the_process_within_its_ttl(key, sett
     assert call(fast, key)[0] == 200  # within the memo's time
     clock.advance(0.35)
     assert call(fast, key)[0] == 401
+
+
+@pytest.mark.parametrize("secure", [False, True])
+def test_fastpath__security_headers__same_as_djangos(key, settings, secure):
+    settings.SECURE_HSTS_SECONDS, settings.SECURE_HSTS_INCLUDE_SUBDOMAINS = 31536000, True
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    django = Recorder()
+    fast = FlagsetFastPath(django)
+    extra = {"HTTP_X_FORWARDED_PROTO": "https"} if secure else {}
+    _, through_django, _ = call(fast, key, **extra)
+    calls = django.calls
+    _, from_fast_path, _ = call(fast, key, **extra)
+    assert django.calls == calls  # answered by the fast path
+    assert from_fast_path == {**through_django, "Content-Length": from_fast_path["Content-Length"]}
+    assert ("Strict-Transport-Security" in from_fast_path) is secure
+    assert from_fast_path["X-Content-Type-Options"] == "nosniff"

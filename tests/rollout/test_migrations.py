@@ -98,3 +98,48 @@ def test_seed_defaults__a_flag_missing__gains_it_and_one_revision():
         latest = environment.revisions.order_by("-number").first()
         assert "use_2pc" in latest.document["flags"]
         assert [change["flag"] for change in latest.diff] == ["use_2pc"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_revisions_move_to_flag_versions__older_revisions_read_and_the_next_change_is_small():
+    leaves = MigrationExecutor(connection).loader.graph.leaf_nodes()
+    old = migrate([("rollout", "0006_key_prefix_fits_every_environment")])
+    qa = old.get_model("rollout", "Environment").objects.create(key="qa", name="QA")
+    spec = {
+        "kind": "boolean",
+        "default": False,
+        "enabled": False,
+        "value": None,
+        "percentage": 100.0,
+        "variants": [],
+        "targets": [],
+        "rules": [],
+        "bucket_by": "execution_id",
+        "salt": "",
+        "seed": None,
+    }
+    revisions = old.get_model("rollout", "Revision").objects
+    for number, enabled in ((1, False), (2, True)):
+        flags = {"checkout": {**spec, "enabled": enabled}, "search": spec}
+        document = {"format": 1, "environment": "qa", "revision": number, "flags": flags}
+        revisions.create(environment=qa, number=number, document=document, etag=f'"e{number}"')
+    flag = old.get_model("rollout", "Flag").objects.create(
+        key="checkout", kind="boolean", default_value=False
+    )
+    old.get_model("rollout", "FlagState").objects.create(flag=flag, environment=qa, enabled=True)
+
+    migrate(leaves)
+
+    qa = Environment.objects.get(key="qa")
+    first, second = Revision.objects.filter(environment=qa).order_by("number")
+    assert first.document["flags"]["checkout"]["enabled"] is False
+    assert second.document["flags"]["checkout"]["enabled"] is True
+    assert sorted(qa.flag_versions.values_list("flag_key", "since", "until")) == [
+        ("checkout", 2, None),
+        ("search", 2, None),
+    ]
+    from rollout.services import flag_state_update
+
+    third = flag_state_update(flag=Flag.objects.get(key="checkout"), environment=qa, actor="t", enabled=False)
+    assert third.snapshot is None and set(third.document["flags"]) == {"checkout", "search"}
+    assert qa.flag_versions.count() == 3

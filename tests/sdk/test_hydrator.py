@@ -226,7 +226,7 @@ def test_dehydrate__hostile_ids__rejected(local_store):
 
 def test_dehydrate__dictionary__fresh_reader_loads_it_from_store(local_store):
     samples = [canonical_json({"role": "user", "content": f"message {i} " * 30}) for i in range(300)]
-    dictionary = train_dictionary(samples, size=8192)
+    dictionary = train_dictionary(samples, size=8192, owner_id=IDS["owner_id"])
     writer = StateHydrator(use_batching=True, use_zstd=True, dictionary=dictionary, store=local_store)
     assert writer.mode == "batched_zstd_dict"
     state = big_state()

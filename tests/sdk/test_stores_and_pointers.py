@@ -88,6 +88,10 @@ GOOD = {
         {**GOOD, "n": "10"},
         {**GOOD, "s": True},
         {**GOOD, "c": "lz4"},
+        {**GOOD, "c": []},  # unhashable: once a TypeError, a 500 from the service
+        {**GOOD, "c": {"zstd": 1}},
+        {**GOOD, "x": ["a"]},
+        {"$sb": "list", "v": 1, "len": 0, "chunks": [{"i": 1, "c": []}], "tail": []},
         {**GOOD, "x": "../dict"},
         {**GOOD, "extra": 1},
         {"$sb": "list", "v": 1, "len": 3, "chunks": [], "tail": [1]},

@@ -184,7 +184,7 @@ def test_dictionary_train__enough_blobs__rolled_in_for_the_workflow(api_client, 
             ]
         }
         submit(api_client, owner_id="acme", workflow_id="airline", execution_id=f"e{execution}", state=state)
-    row = dictionary_train(workflow_id="airline", min_samples=20, size=8 * 1024)
+    row = dictionary_train(owner_id="acme", workflow_id="airline", min_samples=20, size=8 * 1024)
     assert row is not None and row.active
     job = api_client.get(
         submit(

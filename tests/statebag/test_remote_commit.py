@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import urllib.request
+import uuid
 
 import pytest
 
 from analemma_sdk.statebag import LocalFolderStore, StateHydrator, metrics
 from analemma_sdk.statebag.errors import (
     ManifestServiceUnavailableError,
+    UnknownTransactionError,
     UploadRejectedError,
     WriteKeyRejectedError,
 )
@@ -114,7 +116,8 @@ def test_commit__uploads_missing_or_altered__refused_nothing_committed(
     with pytest.raises(UploadRejectedError, match=problem):
         hydrator.dehydrate_result(STATE, owner_id="acme", workflow_id="wf", execution_id="e4")
     assert not Manifest.objects.exists()
-    assert CommitTransaction.objects.get().state == CommitTransaction.State.PREPARED  # the reaper's
+    # The client aborts at once: nothing stays PREPARED until the reaper's turn.
+    assert CommitTransaction.objects.get().state == CommitTransaction.State.ABORTED
 
 
 def test_owner_scope__key_cannot_prepare_commit_or_read_for_another_owner(
@@ -131,8 +134,15 @@ def test_owner_scope__key_cannot_prepare_commit_or_read_for_another_owner(
     with pytest.raises(LookupError):
         intruder.manifest("e5")
     txn = CommitTransaction.objects.get()
-    with pytest.raises(Exception, match="no transaction"):
+    with pytest.raises(UnknownTransactionError, match="no transaction") as other_owners:
         intruder.commit(str(txn.pk), {}, {})
+    unknown_id = str(uuid.uuid4())
+    with pytest.raises(UnknownTransactionError) as unknown:
+        intruder.commit(unknown_id, {}, {})
+    # Nothing to learn from the answer: the same, but for the id it names.
+    assert str(other_owners.value).replace(str(txn.pk), unknown_id) == str(unknown.value)
+    with pytest.raises(UnknownTransactionError):
+        intruder.abort(str(txn.pk))
     assert HttpManifestStore(live_server.url, acme, timeout=5).manifest("e5")["hash"] == result.manifest
 
 

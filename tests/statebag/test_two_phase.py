@@ -14,8 +14,8 @@ IDS = {"owner_id": "acme", "workflow_id": "support", "execution_id": "exec-1"}
 LATER = timedelta(hours=2)
 
 
-class Crash(Exception):
-    pass
+class Crash(BaseException):
+    """The process dies here: no handler runs (an ordinary exception makes the client abort)."""
 
 
 class CrashingStore(CountingStore):

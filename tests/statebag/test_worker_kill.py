@@ -1,5 +1,7 @@
 """A real Celery worker on a real Redis broker dies (SIGKILL) in the middle of a dehydration
-job; the job is redelivered to a new worker and commits exactly once."""
+job; the job is redelivered to a new worker (after the visibility timeout the time limits give)
+and commits exactly once. A job that overruns its time limit is reported failed, and a worker
+started without -Q consumes the GC queue GC_DLQ_URL names, as producers route to it."""
 
 import os
 import signal
@@ -13,13 +15,15 @@ from urllib.parse import quote
 import pytest
 from django.db import connection
 from django.utils import timezone
+from kombu import pools as kombu_pools
 
 from analemma.celery import app as celery_app
-from statebag.models import CommitTransaction, DehydrationJob, Manifest, Pack
+from statebag.models import CommitTransaction, DehydrationJob, GCRun, Manifest, Pack
+from statebag.queues import gc_queue_name
 from statebag.services.collection import gc_sweep, transactions_reap
 from statebag.services.jobs import job_submit
 from statebag.services.stores import statebag_store
-from statebag.tasks import run_dehydration_job
+from statebag.tasks import reap_expired_transactions, run_dehydration_job
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -37,20 +41,27 @@ def database_url():
     return f"postgres://{s['USER']}@{host}:{s['PORT']}/{s['NAME']}"
 
 
-def start_worker(redis_url, store_root, failpoints=""):
+SQS_URL = "https://sqs.eu-west-1.amazonaws.com/123456789012/analemma-gc-dlq"
+
+
+def start_worker(redis_url, store_root, failpoints="", pool="solo", queues=("-Q", "statebag"), **extra_env):
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "analemma.settings.test",
         "ANALEMMA_TEST_DATABASE_URL": database_url(),
         "CELERY_BROKER_URL": redis_url,
         "CELERY_TASK_ALWAYS_EAGER": "false",
-        "CELERY_VISIBILITY_TIMEOUT": "2",
+        # Tasks expected to take 1 s: soft limit 1 s, hard 2 s, redelivery after 3 s.
+        "CELERY_TASK_EXPECTED_SECONDS": "1",
+        "CELERY_TASK_GRACE_SECONDS": "1",
         "CELERY_UNACKED_RESTORE_INTERVAL": "1",
         "CELERY_UNACKED_RESTORE_THROTTLE": "1",
         "STATEBAG_LOCAL_ROOT": str(store_root),
         "USE_2PC": "true",
         "STATEBAG_FAILPOINTS": failpoints,
+        **extra_env,
     }
+    env.pop("CELERY_VISIBILITY_TIMEOUT", None)
     return subprocess.Popen(
         [
             sys.executable,
@@ -59,9 +70,9 @@ def start_worker(redis_url, store_root, failpoints=""):
             "-A",
             "analemma",
             "worker",
-            "--pool=solo",
-            "-Q",
-            "statebag",
+            f"--pool={pool}",
+            "--concurrency=1",
+            *queues,
             "--without-heartbeat",
             "--without-gossip",
             "--without-mingle",
@@ -90,13 +101,14 @@ def reset_producer_pool():
         celery_app._pool.force_close_all()
         celery_app._pool = None
     celery_app.amqp._producer_pool = None
+    kombu_pools.reset()  # the registry keeps closed pools by broker URL: the next test reuses the URL
 
 
 @pytest.fixture
 def broker(redis_url, statebag_storage, tmp_path):
     store_root = tmp_path / "blobs"
     statebag_storage(folder=store_root)
-    saved = {key: celery_app.conf[key] for key in ("broker_url", "task_always_eager")}
+    saved = {key: celery_app.conf[key] for key in ("broker_url", "task_always_eager", "task_routes")}
     celery_app.conf.update(broker_url=redis_url, task_always_eager=False)
     reset_producer_pool()
     yield store_root
@@ -145,3 +157,48 @@ def test_worker_killed_mid_job__redelivered__commits_exactly_once(redis_url, bro
     gc_sweep(grace=timedelta(0))
     assert CommitTransaction.objects.filter(state="prepared").count() == 0
     assert set(statebag_store().list("o/")) == set(Pack.objects.values_list("key", flat=True))
+
+
+def stop(*procs):
+    for proc in procs:
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def test_worker_time_limit__job_overruns__reported_failed_not_left_running(redis_url, broker):
+    # Given a prefork worker whose tasks may run 1 s (soft) / 2 s (hard), and a job that hangs
+    worker = start_worker(redis_url, broker, failpoints="job.hydrated=sleep:60", pool="prefork")
+    try:
+        job = job_submit(owner_id="acme", workflow_id="wf", execution_id="exec-slow", state={"a": 1})
+        # A producer stamps the time limits its own settings give on each message; this process
+        # was configured with the defaults, so send the worker's.
+        run_dehydration_job.apply_async((str(job.pk),), soft_time_limit=1, time_limit=2)
+        # Then the job is failed with the reason within seconds, not left "running"
+        wait_for(
+            lambda: DehydrationJob.objects.get(pk=job.pk).status == "failed",
+            60,
+            "the job to be reported failed",
+        )
+    finally:
+        stop(worker)
+    done = DehydrationJob.objects.get(pk=job.pk)
+    assert "TimeLimitExceeded" in done.error and done.attempts == 1
+    assert not Manifest.objects.filter(execution__execution_id="exec-slow").exists()
+
+
+def test_worker_without_queue_option__gc_dlq_url_is_an_sqs_url__consumes_the_gc_queue(redis_url, broker):
+    # Given producers that route GC work by GC_DLQ_URL (an SQS queue URL), as the settings do
+    queue = gc_queue_name(SQS_URL)
+    celery_app.conf.update(
+        task_routes={**celery_app.conf.task_routes, "statebag.reap_expired_transactions": {"queue": queue}}
+    )
+    # And a worker started as docker-compose starts it: no -Q, the same GC_DLQ_URL
+    worker = start_worker(redis_url, broker, queues=(), GC_DLQ_URL=SQS_URL)
+    try:
+        # When reaping is enqueued
+        reap_expired_transactions.delay()
+        # Then that worker runs it
+        wait_for(lambda: GCRun.objects.filter(kind=GCRun.Kind.REAP).exists(), 60, "the worker to reap")
+    finally:
+        stop(worker)

@@ -1,31 +1,43 @@
 """Scriptable rollout operations for pipelines; the same services the admin calls.
 
-manage.py rollout set FLAG --env prod --percentage 5 [--on|--off] [--value JSON] [--reason ...]
+manage.py rollout set FLAG --env prod [--percentage 5] [--on|--off] [--value JSON] [--reason ...]
 manage.py rollout kill FLAG --env prod
-manage.py rollout rollback --env prod --to-revision N
+manage.py rollout rollback --env prod --to-revision N --flag FLAG [--dry-run | --yes]
+manage.py rollout rollback --env prod --to-revision N --whole-environment [--dry-run | --yes]
+manage.py rollout plan list
+manage.py rollout plan start|pause|resume|abort PLAN [--user NAME] [--reason ...]
 manage.py rollout sdk-key create --env prod [--name NAME]     (prints the key once)
 manage.py rollout sdk-key revoke PREFIX
 manage.py rollout show --env prod
+
+Every change is audited as ``cli:<os user>``; ``--actor LABEL`` adds ``(claims: LABEL)``,
+recorded as said, not verified. Plan operations act as a Django user (``--user``, by default
+the one named like the OS user), who needs the right to change flag states: a running plan
+goes on acting for them.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
-from django.core.exceptions import ValidationError
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from audit.actors import cli_actor, os_user
 from keys.services import key_create, key_revoke
 from rollout import services
-from rollout.models import Environment, Flag, SdkKey
+from rollout.json_input import json_loads_finite, json_problem
+from rollout.models import Environment, Flag, RolloutPlan, SdkKey
 from rollout.selectors import revision_latest
 
-ACTOR = "manage.py rollout"
+CHANGES = ("set", "kill", "rollback", "plan", "sdk-key")
 
 
 class Command(BaseCommand):
-    help = "Change flags, roll back, kill, manage SDK keys and show an environment's flag set."
+    help = "Change flags, roll back, run plans, manage SDK keys and show an environment's flag set."
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True)
@@ -42,22 +54,52 @@ class Command(BaseCommand):
         kill.add_argument("flag")
         kill.add_argument("--env", required=True)
         kill.add_argument("--reason", default="")
-        rollback = sub.add_parser("rollback", help="a new revision equal to an earlier one")
+        rollback = sub.add_parser(
+            "rollback",
+            help="one flag (--flag) or the whole environment (--whole-environment) back to a revision",
+        )
         rollback.add_argument("--env", required=True)
         rollback.add_argument("--to-revision", type=int, required=True)
+        what = rollback.add_mutually_exclusive_group(required=True)
+        what.add_argument("--flag", help="the flag to put back as it was in that revision")
+        what.add_argument(
+            "--whole-environment",
+            action="store_true",
+            help="restore every flag of the environment to that revision",
+        )
+        confirm = rollback.add_mutually_exclusive_group()
+        confirm.add_argument("--yes", action="store_true", help="apply without asking")
+        confirm.add_argument("--dry-run", action="store_true", help="only print what would change")
         rollback.add_argument("--reason", default="")
+        plan = sub.add_parser("plan", help="list rollout plans, or start, pause, resume or abort one")
+        plan.add_argument("plan_action", choices=["list", "start", "pause", "resume", "abort"])
+        plan.add_argument("plan", nargs="?", help="the plan's id or name")
+        plan.add_argument(
+            "--user", help="the Django user to act as (default: the one named like the OS user)"
+        )
+        plan.add_argument("--reason", default="aborted", help="why (abort)")
         keys = sub.add_parser("sdk-key", help="create or revoke SDK keys")
         keys.add_argument("key_action", choices=["create", "revoke"])
         keys.add_argument("prefix", nargs="?")
         keys.add_argument("--env")
         keys.add_argument("--name", default="")
+        for changing in (change, kill, rollback, plan, keys):
+            changing.add_argument(
+                "--actor",
+                default="",
+                help="a name to record beside the OS user in the audit log (a claim, not verified)",
+            )
         show = sub.add_parser("show", help="print the current flag-set document")
         show.add_argument("--env", required=True)
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
+            if options["action"] in CHANGES:
+                options["actor"] = cli_actor(claimed=options["actor"])
             getattr(self, "_" + options["action"].replace("-", "_"))(options)
-        except (services.InvalidDocumentError, services.UnknownRevision, ValueError) as exc:
+        except ValidationError as exc:
+            raise CommandError("; ".join(exc.messages)) from exc
+        except (services.InvalidDocumentError, services.UnknownRevision, ValueError, PermissionDenied) as exc:
             raise CommandError(str(exc)) from exc
 
     def _environment(self, key: str | None) -> Environment:
@@ -78,9 +120,9 @@ class Command(BaseCommand):
             changes["percentage"] = options["percentage"]
         if options["value"] is not None:
             try:
-                changes["value"] = json.loads(options["value"])
-            except ValueError as exc:
-                raise CommandError(f"--value must be JSON: {exc}") from exc
+                changes["value"] = json_loads_finite(options["value"])
+            except json.JSONDecodeError as exc:
+                raise CommandError(f"--value must be JSON: {json_problem(exc)}") from exc
         if options["enabled"] is not None:
             changes["enabled"] = options["enabled"]
         if not changes:
@@ -88,7 +130,7 @@ class Command(BaseCommand):
         revision = services.flag_state_update(
             flag=self._flag(options["flag"]),
             environment=self._environment(options["env"]),
-            actor=ACTOR,
+            actor=options["actor"],
             reason=options["reason"],
             **changes,
         )
@@ -98,29 +140,104 @@ class Command(BaseCommand):
         revision = services.flag_kill(
             flag=self._flag(options["flag"]),
             environment=self._environment(options["env"]),
-            actor=ACTOR,
+            actor=options["actor"],
             reason=options["reason"],
         )
         self.stdout.write(f"{options['flag']} is off in {options['env']} (revision {revision.number})")
 
     def _rollback(self, options: dict[str, Any]) -> None:
-        revision = services.revision_rollback(
-            environment=self._environment(options["env"]),
-            number=options["to_revision"],
-            actor=ACTOR,
-            reason=options["reason"],
-        )
+        environment = self._environment(options["env"])
+        number, flag_key = options["to_revision"], options["flag"]
+        if flag_key is not None:
+            self._flag(flag_key)
+        preview = services.rollback_preview(environment=environment, number=number, flag_key=flag_key)
+        what = f"{flag_key} in {environment}" if flag_key else f"every flag of {environment}"
+        if not preview:
+            self.stdout.write(f"nothing to roll back: {what} is as it was in r{number}")
+            return
+        self.stdout.write(f"rolling {what} back to r{number} changes:")
+        for change in preview:
+            before, after = json.dumps(change["before"]), json.dumps(change["after"])
+            self.stdout.write(f"  {change['flag']} {change['field']}: {before} -> {after}")
+        if options["dry_run"]:
+            self.stdout.write("dry run: nothing changed")
+            return
+        if not options["yes"] and not self._confirmed():
+            raise CommandError("not applied: give --yes to apply it, or --dry-run to only preview")
+        if flag_key is not None:
+            revision = services.flag_rollback(
+                environment=environment,
+                flag_key=flag_key,
+                number=number,
+                actor=options["actor"],
+                reason=options["reason"],
+            )
+        else:
+            revision = services.revision_rollback(
+                environment=environment, number=number, actor=options["actor"], reason=options["reason"]
+            )
+        self.stdout.write(f"{what} rolled back to r{number} as revision {revision.number}")
+
+    def _confirmed(self) -> bool:
+        if not sys.stdin.isatty():
+            return False
+        return input("Apply? [y/N] ").strip().lower() in ("y", "yes")
+
+    def _plan(self, options: dict[str, Any]) -> None:
+        if options["plan_action"] == "list":
+            for row in RolloutPlan.objects.select_related("flag", "started_by").order_by("pk"):
+                operator = row.started_by.get_username() if row.started_by else "-"
+                self.stdout.write(
+                    f"{row.pk}  {row.name}  {row.flag}  {row.status}  operator: {operator}"
+                    + (f"  ({row.reason})" if row.reason else "")
+                )
+            return
+        plan = self._find_plan(options["plan"])
+        action = options["plan_action"]
+        # Pausing changes no flag: the OS user is enough. The others act as a Django user.
+        user = None if action == "pause" and not options["user"] else self._user(options["user"])
+        if action == "abort":
+            plan = services.plan_abort(plan=plan, user=user, actor=options["actor"], reason=options["reason"])
+        else:
+            operation = {
+                "start": services.plan_start,
+                "pause": services.plan_pause,
+                "resume": services.plan_resume,
+            }
+            plan = operation[action](plan=plan, user=user, actor=options["actor"])
         self.stdout.write(
-            f"{options['env']} rolled back to r{options['to_revision']} as revision {revision.number}"
+            f"plan {plan.pk} {plan.name}: {plan.status}" + (f" ({plan.reason})" if plan.reason else "")
         )
+        if plan.status == RolloutPlan.Status.FAILED:
+            raise CommandError(f"plan {plan.name} failed: {plan.reason}")
+
+    def _find_plan(self, ref: str | None) -> RolloutPlan:
+        if not ref:
+            raise CommandError("name the plan: its id or its name (see `rollout plan list`)")
+        plans = list(
+            RolloutPlan.objects.filter(pk=int(ref))
+            if ref.isascii() and ref.isdigit()
+            else RolloutPlan.objects.filter(name=ref)
+        )
+        if len(plans) != 1:
+            raise CommandError(
+                f"no plan {ref!r}" if not plans else f"{len(plans)} plans are named {ref!r}; give its id"
+            )
+        return plans[0]
+
+    def _user(self, username: str | None) -> Any:
+        name = username or os_user()
+        user = get_user_model()._default_manager.filter(**{get_user_model().USERNAME_FIELD: name}).first()
+        if user is None or not user.is_active:
+            raise CommandError(
+                f"no active user {name!r} to act as: give --user NAME (a Django user allowed to change flag states)"
+            )
+        return user
 
     def _sdk_key(self, options: dict[str, Any]) -> None:
         if options["key_action"] == "create":
             key = SdkKey(environment=self._environment(options["env"]), name=options["name"])
-            try:
-                raw = key_create(key=key, actor=ACTOR)
-            except ValidationError as exc:
-                raise CommandError("; ".join(exc.messages)) from exc
+            raw = key_create(key=key, actor=options["actor"])
             self.stdout.write(raw)
             self.stderr.write(f"SDK key {key.prefix}… for {key.environment}: shown once, stored hashed.")
             return
@@ -129,7 +246,7 @@ class Command(BaseCommand):
             raise CommandError(
                 f"{len(matches)} active keys have prefix {options['prefix']!r}; need exactly one"
             )
-        key_revoke(key=matches[0], actor=ACTOR)
+        key_revoke(key=matches[0], actor=options["actor"])
         self.stdout.write(f"revoked {matches[0].prefix}…")
 
     def _show(self, options: dict[str, Any]) -> None:

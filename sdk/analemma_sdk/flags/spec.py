@@ -153,11 +153,25 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value - value == 0
 
 
+def _is_json(value: Any) -> bool:
+    """Any JSON value, numbers finite: NaN and infinities have no JSON form."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float) and item - item != 0:
+            return False
+        if isinstance(item, Mapping):
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+    return True
+
+
 _KIND_CHECKS: dict[str, Callable[[Any], bool]] = {
     "boolean": lambda v: v is True or v is False,
     "string": lambda v: isinstance(v, str),
     "number": _is_number,
-    "json": lambda v: True,
+    "json": _is_json,
 }
 
 
@@ -273,8 +287,11 @@ def check_sdk_flag(key: str, spec: Mapping[str, Any]) -> None:
             raise InvalidFlagError(key, f"must be from {low} to {high}, not {value!r}")
 
 
-def check_document(document: Any, *, environment: str | None = None) -> None:
-    """A document an SDK can evaluate; ``environment``, when given, must be the one it is for."""
+def check_document(
+    document: Any, *, environment: str | None = None, only: Iterable[str] | None = None
+) -> None:
+    """A document an SDK can evaluate; ``environment``, when given, must be the one it is for.
+    ``only`` limits the flag checks to those keys (the others were checked before)."""
     if not isinstance(document, Mapping):
         raise InvalidDocumentError("the flag-set document is not a JSON object")
     if document.get("format") != DOCUMENT_FORMAT:
@@ -292,8 +309,8 @@ def check_document(document: Any, *, environment: str | None = None) -> None:
     flags = document.get("flags")
     if not isinstance(flags, Mapping):
         raise InvalidDocumentError("the flag-set document has no flags object")
-    for key, spec in flags.items():
-        check_flag(str(key), spec)
+    for key in flags if only is None else [key for key in only if key in flags]:
+        check_flag(str(key), flags[key])
 
 
 def check_publishable(
@@ -301,9 +318,11 @@ def check_publishable(
 ) -> None:
     """What the service checks before it saves a revision: every SDK accepts the document
     (``body`` is its serialised form) and every flag the SDK reads is within its bounds.
-    ``changed`` limits the bounds to the flags the revision changes, so a value stored before
-    the bounds were enforced never blocks an unrelated change (the kill switch above all)."""
-    check_document(document)
+    ``changed`` limits the flag checks to the flags the revision changes: the others passed
+    them when they changed, a value stored before a check existed never blocks an unrelated
+    change (the kill switch above all), and a change costs what it changes, not the flag
+    count."""
+    check_document(document, only=changed)
     flags = document["flags"]
     for key in flags if changed is None else [key for key in changed if key in flags]:
         check_sdk_flag(key, flags[key])

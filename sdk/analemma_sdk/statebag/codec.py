@@ -23,6 +23,7 @@ from .errors import (
     CorruptBlobError,
     DecompressionBombError,
 )
+from .keys import validate_id
 
 logger = logging.getLogger("analemma_sdk.statebag")
 
@@ -75,14 +76,25 @@ def validate_level(level: int) -> int:
 
 
 class ZstdDictionary(Record, frozen=True):
-    """A trained zstd dictionary, addressed by the digest of its bytes."""
+    """A trained zstd dictionary, addressed by the digest of its bytes.
+
+    ``owner_id`` is the tenant it was trained for: a hydrator compresses only that owner's
+    values with it and stores it under that owner's prefix, and frames of other owners never
+    resolve to it. A hydrator refuses a dictionary that names no owner."""
 
     data: bytes
     dict_id: str = ""
+    owner_id: str = ""
 
     def __post_init__(self) -> None:
         if not self.dict_id:
             object.__setattr__(self, "dict_id", sha256_hex(self.data)[:32])
+        if self.owner_id:
+            validate_id("owner id", self.owner_id)
+
+    def for_owner(self, owner_id: str) -> ZstdDictionary:
+        """The same dictionary, bound to ``owner_id``."""
+        return ZstdDictionary(self.data, self.dict_id, owner_id)
 
     def _zstd_dict(self) -> Any:
         cached = getattr(self, "_compiled", None)
@@ -92,11 +104,12 @@ class ZstdDictionary(Record, frozen=True):
         return cached
 
 
-def train_dictionary(samples: list[bytes], size: int = 110 * 1024) -> ZstdDictionary:
-    """Train a zstd dictionary from sample blobs (e.g. recent blobs of one workflow type)."""
+def train_dictionary(samples: list[bytes], size: int = 110 * 1024, *, owner_id: str = "") -> ZstdDictionary:
+    """Train a zstd dictionary from sample blobs (e.g. recent blobs of one owner's workflow
+    type). The samples must all be ``owner_id``'s: a dictionary holds pieces of them."""
     zstandard = _require_zstandard()
     trained = zstandard.train_dictionary(size, samples)
-    return ZstdDictionary(trained.as_bytes())
+    return ZstdDictionary(trained.as_bytes(), owner_id=owner_id)
 
 
 class Encoded(Record, frozen=True):

@@ -16,7 +16,6 @@ from typing import Any
 from . import metrics
 from .cache import BlobCache
 from .codec import ZstdDictionary
-from .errors import ManifestServiceUnavailableError
 from .keys import dictionary_key
 from .known import KnownDigests
 from .manifests import (
@@ -45,8 +44,8 @@ class Committer:
         cohort: Mapping[str, Any],
         dictionary: ZstdDictionary | None = None,
     ) -> None:
-        """``dictionary``: the one frames are compressed with, saved to the store before the
-        first upload so that any reader can find it."""
+        """``dictionary``: the one its owner's frames are compressed with, saved under that
+        owner's prefix before the first upload that uses it, so that any reader can find it."""
         self.store = store
         self.cache = cache
         self.known = known
@@ -72,6 +71,9 @@ class Committer:
             self.upload(batch, owner_id)
             return None
         if self.use_2pc and supports_two_phase(store):
+            # Before prepare: the service accepts frames naming a dictionary only once it is
+            # stored under the owner's prefix.
+            self._publish_dictionary(batch, owner_id)
             prepared = store.prepare(
                 PrepareRequest(
                     owner_id=owner_id,
@@ -81,6 +83,8 @@ class Committer:
                     packs=tuple(batch.writes),
                     reused=tuple(batch.reused),
                     idempotency_key=idempotency_key,
+                    # A store read through the service takes no direct writes: ask for URLs.
+                    upload=None if getattr(self.store, "direct_writes", True) else "presigned",
                 )
             )
             if prepared.committed is not None:
@@ -88,7 +92,10 @@ class Committer:
             try:
                 self.upload(batch, owner_id, prepared.uploads, store)
                 return store.commit(prepared.txn_id, entries, self.cohort)
-            except ManifestServiceUnavailableError:
+            except Exception:
+                # Whatever failed after prepare (an upload refused or lost, a commit refused, the
+                # service gone), the transaction is not left PREPARED until the reaper's turn.
+                # An abort never undoes a commit that did go through.
                 _abort_quietly(store, prepared.txn_id)
                 raise
         if self.use_2pc:
@@ -116,8 +123,7 @@ class Committer:
     ) -> None:
         """Upload every object, to its target when the manifest store handed one out (an upload
         URL), else to the store."""
-        if self._dictionary is not None and batch.writes:
-            self._save_dictionary(self._dictionary)
+        self._publish_dictionary(batch, owner_id)
         for write, data, blobs in batch.items:
             if targets and write.key in targets:
                 # Only the store that handed out the targets gets here (HttpManifestStore), and
@@ -131,10 +137,14 @@ class Committer:
                 if write.kind == "pack":
                     self.known.remember(owner_id, blob.ref)
 
-    def _save_dictionary(self, dictionary: ZstdDictionary) -> None:
-        if self._dictionary_saved:
+    def _publish_dictionary(self, batch: Batch, owner_id: str) -> None:
+        """Store the dictionary under its owner's prefix once a batch of that owner uses it."""
+        dictionary = self._dictionary
+        if dictionary is None or self._dictionary_saved or owner_id != dictionary.owner_id:
             return
-        key = dictionary_key(dictionary.dict_id)
+        if not any(frame.dict_id == dictionary.dict_id for write in batch.writes for frame in write.frames):
+            return
+        key = dictionary_key(dictionary.owner_id, dictionary.dict_id)
         if not self.store.exists(key):
             self.store.put(key, dictionary.data)
         self._dictionary_saved = True
@@ -154,4 +164,6 @@ def _abort_quietly(store: TwoPhaseManifestStore, txn_id: str) -> None:
     try:
         store.abort(txn_id)
     except Exception as exc:  # already failing; the reaper is the backstop
-        logger.debug("abort of %s failed: %s", txn_id, exc)
+        logger.warning(
+            "abort of transaction %s failed (%s): the reaper aborts it when it expires", txn_id, exc
+        )

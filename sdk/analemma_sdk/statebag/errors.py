@@ -45,6 +45,11 @@ class UnknownDictionaryError(StateBagError):
     """A frame references a compression dictionary that cannot be found."""
 
 
+class ForeignDictionaryError(UnknownDictionaryError):
+    """A frame names a compression dictionary its owner may not use: another owner's, or a
+    shared one from an earlier version. It is never loaded."""
+
+
 class CodecUnavailableError(StateBagError):
     """A frame needs a codec whose library is not installed."""
 
@@ -65,6 +70,11 @@ class TransactionAbortedError(StateBagError):
     """The commit's transaction was aborted (expired and reaped) before it committed."""
 
 
+class UnknownTransactionError(StateBagError, LookupError):
+    """The service has no such transaction for this write key: never prepared, or another
+    owner's (the two answers are the same on purpose)."""
+
+
 class ManifestServiceUnavailableError(StateBagError):
     """The manifest service could not be reached, or failed (5xx), within the timeout."""
 
@@ -79,3 +89,13 @@ class UploadRejectedError(StateBagError):
 
 class ManifestRequestError(StateBagError, ValueError):
     """The manifest service refused a request as malformed."""
+
+
+class ManifestIntegrityError(StateBagError):
+    """A stored manifest does not match its hash (its entries, parents or identity changed
+    after it was committed), or cannot be checked. Its contents are never used."""
+
+
+class StoreReadOnlyError(StateBagError):
+    """The store takes no direct writes: the service's store, read through the service, is
+    written only at the upload URLs of a prepared transaction."""

@@ -72,9 +72,14 @@ def get_hydrator(
         unit=unit,
         event=event,
     )
-    resolved_store = store if store is not None else default_store()
     if "manifest_store" not in options and config.use_2pc:
         options["manifest_store"] = default_manifest_store()
+    pack_store = getattr(options.get("manifest_store"), "pack_store", None)
+    if store is None and callable(pack_store) and not os.environ.get("STATEBAG_STORE_URL"):
+        # No store of its own (only the service's URL and a write key): read the service's
+        # store through the service, and upload to the URLs prepare hands out.
+        store = pack_store()
+    resolved_store = store if store is not None else default_store()
     key = (
         config.use_batching,
         config.use_zstd,

@@ -9,29 +9,52 @@ hydrator's own store, or with ``upload="presigned"`` to the URLs the service ret
 presigned S3 PUT, or the service's own upload endpoint for a local folder). The service checks
 every declared object's size and sha256 before it commits. Errors are typed: an unreachable or
 failing service is ManifestServiceUnavailableError (the hydrator then degrades to the legacy
-path), a refused key WriteKeyRejectedError.
+path), a refused key WriteKeyRejectedError, a manifest that fails its hash check
+ManifestIntegrityError.
+
+A client with no store of its own (only the service's URL and a write key) reads the
+service's store through the service: ``store.pack_store()`` is a BlobStore that makes ranged
+GETs of the owner's objects, and a hydrator on it asks prepare for upload URLs.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
 from .. import _http
 from .errors import (
+    BlobNotFoundError,
+    BlobTooLargeError,
+    CorruptBlobError,
     ManifestConflictError,
+    ManifestIntegrityError,
     ManifestRequestError,
     ManifestServiceUnavailableError,
     StaleReferenceError,
+    StoreReadOnlyError,
     TransactionAbortedError,
+    UnknownTransactionError,
     UploadRejectedError,
     WriteKeyRejectedError,
 )
-from .manifests import ManifestDraft, ManifestRecord, PackWrite, Prepared, PrepareRequest
+from .keys import validate_key
+from .manifests import (
+    ManifestDraft,
+    ManifestRecord,
+    PackWrite,
+    Prepared,
+    PrepareRequest,
+    manifest_document_check,
+)
 
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+# Ranged reads through the service: at most this much per request (the service may answer
+# less, and says so in Content-Range), and no object larger than this in all.
+READ_CHUNK_BYTES = 8 * 1024 * 1024
+MAX_OBJECT_BYTES = 256 * 1024 * 1024
 
 
 def _pack_json(write: PackWrite) -> dict[str, Any]:
@@ -68,6 +91,7 @@ class HttpManifestStore:
         self._key = write_key
         self.timeout = timeout
         self.upload_mode = upload
+        self._pack_store: ServicePackStore | None = None
 
     def __repr__(self) -> str:
         return f"<HttpManifestStore {self.base_url} upload={self.upload_mode}>"
@@ -85,7 +109,7 @@ class HttpManifestStore:
                 "packs": [_pack_json(write) for write in request.packs],
                 "reused": [list(pair) for pair in request.reused],
                 "idempotency_key": request.idempotency_key,
-                "upload": self.upload_mode,
+                "upload": request.upload or self.upload_mode,
             },
         )
         committed = answer.get("committed")
@@ -100,13 +124,14 @@ class HttpManifestStore:
         body = {"entries": dict(entries), "cohort": dict(cohort)}
         path = f"/transactions/{quote(txn_id, safe='')}/commit"
         try:
-            return _record(self._call("POST", path, body))
+            return _record(self._call("POST", path, body, missing=UnknownTransactionError))
         except ManifestServiceUnavailableError:
             # Commit is idempotent on the service: a lost answer is asked for again, once.
-            return _record(self._call("POST", path, body))
+            return _record(self._call("POST", path, body, missing=UnknownTransactionError))
 
     def abort(self, txn_id: str) -> None:
-        self._call("POST", f"/transactions/{quote(txn_id, safe='')}/abort", {})
+        path = f"/transactions/{quote(txn_id, safe='')}/abort"
+        self._call("POST", path, {}, missing=UnknownTransactionError)
 
     def record(self, draft: ManifestDraft) -> ManifestRecord:
         """One step for a caller that uploaded first: prepare and commit at once (the service
@@ -147,10 +172,32 @@ class HttpManifestStore:
 
     # Reads ----------------------------------------------------------------------------
     def manifest(self, execution_id: str, version: int | str = "head") -> dict[str, Any]:
-        return self._call("GET", f"/executions/{quote(execution_id, safe='')}/manifests/{version}", None)
+        """One of the owner's manifests, checked against its hash when the service sends what
+        the hash covers (a service that predates those fields is read unchecked). A manifest
+        that fails the check is ManifestIntegrityError, never returned."""
+        answer = self._call("GET", f"/executions/{quote(execution_id, safe='')}/manifests/{version}", None)
+        number = int(version) if str(version).isdigit() else None
+        manifest_document_check(answer, execution_id=execution_id, version=number)
+        return answer
+
+    def pack_store(self) -> ServicePackStore:
+        """The service's store, read through the service with this key (one per manifest store)."""
+        if self._pack_store is None:
+            root = self.base_url[: -len("/api/v1/statebag")]
+            self._pack_store = ServicePackStore(root, self._key, timeout=self.timeout)
+        return self._pack_store
 
     # Transport ------------------------------------------------------------------------
-    def _call(self, method: str, path: str, body: Mapping[str, Any] | None) -> dict[str, Any]:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None,
+        *,
+        missing: type[LookupError] = LookupError,
+    ) -> dict[str, Any]:
+        """The service's JSON answer; an error answer raised as its typed error (a 404 as
+        ``missing``)."""
         headers = {"Authorization": f"Bearer {self._key}", "Accept": "application/json"}
         data = None
         if body is not None:
@@ -171,14 +218,17 @@ class HttpManifestStore:
             answer = json.loads(response.body) if response.body else {}
         except ValueError:
             answer = None
+        if response.status >= 500 and isinstance(answer, dict) and answer.get("code") == "integrity_error":
+            # Not an outage: the service refuses a stored manifest that fails its hash check.
+            raise ManifestIntegrityError(str(answer.get("error") or "manifest fails its integrity check"))
         if response.status >= 500 or not isinstance(answer, dict):
             raise ManifestServiceUnavailableError(f"{method} {path}: HTTP {response.status}, unusable answer")
         if response.status < 300:
             return answer
-        raise _error_for(response.status, answer)
+        raise _error_for(response.status, answer, missing)
 
 
-def _error_for(status: int, answer: Mapping[str, Any]) -> Exception:
+def _error_for(status: int, answer: Mapping[str, Any], missing: type[LookupError]) -> Exception:
     message = str(answer.get("error") or f"HTTP {status}")
     code = answer.get("code")
     if status in (401, 403):
@@ -192,5 +242,126 @@ def _error_for(status: int, answer: Mapping[str, Any]) -> Exception:
     if status == 410:
         return TransactionAbortedError(message)
     if status == 404:
-        return LookupError(message)
+        return missing(message)
     return ManifestRequestError(message)
+
+
+class ServicePackStore:
+    """The service's store as a BlobStore, for a client that has none of its own: reads are
+    ranged GETs of ``/api/v1/statebag/packs/<key>`` with the write key, which answers only the
+    key's owner's objects. Writes go to the upload URLs a prepared transaction hands out (a
+    hydrator on this store asks for them), never through the store itself."""
+
+    direct_writes = False
+
+    def __init__(
+        self,
+        base_url: str,
+        write_key: str,
+        *,
+        timeout: float = 10.0,
+        chunk_bytes: int = READ_CHUNK_BYTES,
+        max_object_bytes: int = MAX_OBJECT_BYTES,
+    ) -> None:
+        if chunk_bytes < 1:
+            raise ValueError("chunk_bytes must be positive")
+        self.base_url = base_url.rstrip("/") + "/api/v1/statebag/packs/"
+        self._key = write_key
+        self.timeout = timeout
+        self.chunk_bytes = chunk_bytes
+        self.max_object_bytes = max_object_bytes
+
+    def __repr__(self) -> str:
+        return f"<ServicePackStore {self.base_url}>"
+
+    def get(self, key: str) -> bytes:
+        data, total = self._read(key, 0, self.chunk_bytes - 1)
+        if total > self.max_object_bytes:
+            raise BlobTooLargeError(f"{key} is {total} bytes, over the {self.max_object_bytes}-byte limit")
+        if total > len(data):
+            data += self.get_range(key, len(data), total - len(data))
+        if len(data) != total:
+            raise CorruptBlobError(f"{key}: read {len(data)} of its {total} bytes")
+        return data
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0:
+            raise ValueError("offset and length must not be negative")
+        parts: list[bytes] = []
+        position, end = offset, offset + length
+        while position < end:
+            data, total = self._read(key, position, min(end, position + self.chunk_bytes) - 1)
+            parts.append(data)
+            position += len(data)
+            if not data or position >= total:
+                break  # the object ends here: a short read, as from any store
+        return b"".join(parts)
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._read(key, 0, 0)
+        except BlobNotFoundError:
+            return False
+        return True
+
+    def put(self, key: str, data: bytes) -> None:
+        raise StoreReadOnlyError(
+            f"cannot store {key}: the service's store takes objects only at the upload URLs of a "
+            "prepared transaction (set STATEBAG_STORE_URL to give this client a store of its own)"
+        )
+
+    def delete(self, key: str) -> None:
+        raise StoreReadOnlyError(f"cannot delete {key}: the service's store is read-only here")
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        raise StoreReadOnlyError("the service's store cannot be listed through the service")
+
+    def _read(self, key: str, first: int, last: int) -> tuple[bytes, int]:
+        """Bytes ``first``..``last`` (inclusive) of ``key``, or fewer where the service or the
+        object stops sooner, with the object's total size."""
+        url = self.base_url + quote(validate_key(key), safe="/")
+        headers = {"Authorization": f"Bearer {self._key}", "Range": f"bytes={first}-{last}"}
+        try:
+            response = _http.request(
+                "GET", url, headers, timeout=self.timeout, max_bytes=max(self.chunk_bytes, 65536)
+            )
+        except _http.FetchError as exc:
+            raise ManifestServiceUnavailableError(f"GET {key}: {exc}") from None
+        status = response.status
+        if status == 206:
+            span = _content_range(response.headers.get("content-range", ""))
+            if (
+                span is None
+                or span[0] != first
+                or span[1] > last
+                or span[1] - span[0] + 1 != len(response.body)
+            ):
+                raise CorruptBlobError(f"GET {key}: the answer is not the range asked for")
+            return response.body, span[2]
+        if status == 200:  # the whole object (a server that ignores Range)
+            return response.body[first : last + 1], len(response.body)
+        if status == 416:  # starts at or past the end
+            span = _content_range(response.headers.get("content-range", ""))
+            return b"", span[2] if span is not None else first
+        if status == 404:
+            raise BlobNotFoundError(key)
+        if status in (401, 403):
+            raise WriteKeyRejectedError(f"GET {key}: HTTP {status}")
+        if status >= 500:
+            raise ManifestServiceUnavailableError(f"GET {key}: HTTP {status}")
+        raise ManifestRequestError(f"GET {key}: HTTP {status} {response.body[:200]!r}")
+
+
+def _content_range(value: str) -> tuple[int, int, int] | None:
+    """``bytes first-last/total`` as (first, last, total), ``bytes */total`` as (0, -1, total);
+    None for anything else."""
+    unit, _, rest = value.strip().partition(" ")
+    span, _, total = rest.partition("/")
+    if unit != "bytes" or not total.isdigit():
+        return None
+    if span == "*":
+        return 0, -1, int(total)
+    first, _, last = span.partition("-")
+    if not (first.isdigit() and last.isdigit()) or int(first) > int(last) or int(last) >= int(total):
+        return None
+    return int(first), int(last), int(total)

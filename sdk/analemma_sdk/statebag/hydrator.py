@@ -53,7 +53,7 @@ from .planning import (
     render_entries,
 )
 from .pointers import BlobRef, Stored
-from .reader import BlobReader
+from .reader import BlobReader, Dictionaries, LegacyDictionaries, owned_dictionaries
 from .store_urls import default_store
 from .stores import BlobStore
 from .temperature import TemperatureRegistry
@@ -85,7 +85,8 @@ class StateHydrator:
         zstd_level: int | None = None,
         store: BlobStore | None = None,
         dictionary: ZstdDictionary | None = None,
-        dictionaries: Mapping[str, ZstdDictionary] | None = None,
+        dictionaries: Dictionaries | None = None,
+        legacy_dictionaries: LegacyDictionaries = True,
         inline_threshold: int = DEFAULT_INLINE_THRESHOLD,
         payload_budget: int = DEFAULT_PAYLOAD_BUDGET,
         chunk_target: int = DEFAULT_CHUNK_TARGET,
@@ -98,8 +99,19 @@ class StateHydrator:
         compression_level: int | None = None,
     ) -> None:
         """``store`` defaults to the process-wide store (STATEBAG_STORE_URL, else a temp folder).
-        ``compression_level`` is the deprecated name of ``zstd_level``."""
+        ``compression_level`` is the deprecated name of ``zstd_level``.
+
+        ``dictionary`` (with ``use_zstd``) compresses the values of the owner it names, and
+        only theirs; it is stored under that owner's prefix. ``dictionaries`` are further ones
+        for reading, each bound to its owner. ``legacy_dictionaries`` says whether frames written
+        by earlier versions may use the dictionaries they kept in the shared ``dicts/`` folder
+        (see ``reader.LegacyDictionaries``)."""
         zstd_level = _zstd_level_argument(zstd_level, compression_level)
+        if dictionary is not None and not dictionary.owner_id:
+            raise ValueError(
+                "a compression dictionary must name the owner it was trained for: "
+                "ZstdDictionary(data, owner_id=...) or dictionary.for_owner(owner_id)"
+            )
         self.planning = PlanningConfig(
             use_batching=bool(use_batching),
             inline_threshold=inline_threshold,
@@ -123,12 +135,18 @@ class StateHydrator:
         self.cache = BlobCache(cache_bytes if self.use_batching else 0)
         self.manifest_store = manifest_store
         self.cohort = dict(cohort or self.config_tag())
-        loaded = dict(dictionaries or {})
+        loaded = list(owned_dictionaries(dictionaries).values())
         if dictionary is not None:
-            loaded[dictionary.dict_id] = dictionary
-        self._dictionary = dictionary if self.compressor.codec == ZSTD else None
+            loaded.append(dictionary)
+        self._dictionary = self.compressor.dictionary if self.compressor.codec == ZSTD else None
         self.known = KnownDigests()
-        self.reader = BlobReader(self.store, self.cache, max_blob_bytes=max_blob_bytes, dictionaries=loaded)
+        self.reader = BlobReader(
+            self.store,
+            self.cache,
+            max_blob_bytes=max_blob_bytes,
+            dictionaries=loaded,
+            legacy_dictionaries=legacy_dictionaries,
+        )
         self.packer = Packer(self.compressor, self.known, use_batching=self.use_batching)
         self.committer = Committer(
             self.store,
@@ -137,8 +155,8 @@ class StateHydrator:
             manifest_store=manifest_store,
             use_2pc=self.use_2pc,
             cohort=self.cohort,
-            # Only the batched path publishes its dictionary to the store.
-            dictionary=self._dictionary if self.use_batching else None,
+            # Every path that compresses with the dictionary publishes it (under its owner).
+            dictionary=self._dictionary,
         )
 
     # The planning limits, as given --------------------------------------------------------

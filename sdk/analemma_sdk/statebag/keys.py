@@ -44,5 +44,32 @@ def object_key(owner_id: str, digest: str, nonce: str) -> str:
     return f"o/{validate_id('owner id', owner_id)}/f/{digest[:2]}/{digest}.{nonce}"
 
 
-def dictionary_key(dict_id: str) -> str:
+def owner_dictionaries_prefix(owner_id: str) -> str:
+    """Where every compression dictionary of one owner lives."""
+    return f"o/{owner_id}/d/"
+
+
+def dictionary_key(owner_id: str, dict_id: str) -> str:
+    """One owner's compression dictionary. It sits under the owner's prefix, and a frame's
+    dictionary is always looked up under the prefix of the object holding the frame, so no
+    frame can make a reader load another owner's dictionary."""
+    return validate_key(f"{owner_dictionaries_prefix(validate_id('owner id', owner_id))}{dict_id}.zdict")
+
+
+def legacy_dictionary_key(dict_id: str) -> str:
+    """Where earlier versions kept every dictionary, shared by all owners. Read only for frames
+    written then; nothing is written here any more."""
     return validate_key(f"dicts/{dict_id}.zdict")
+
+
+def is_dictionary_key(key: str) -> bool:
+    parts = key.split("/")
+    return len(parts) == 4 and parts[0] == "o" and parts[2] == "d" and parts[3].endswith(".zdict")
+
+
+def key_owner(key: str) -> str | None:
+    """The owner whose prefix ``key`` is under (``o/<owner>/...``); None for any other key."""
+    parts = key.split("/", 2)
+    if len(parts) == 3 and parts[0] == "o" and _ID_RE.fullmatch(parts[1]) and parts[2]:
+        return parts[1]
+    return None

@@ -12,6 +12,7 @@ from typing import Any, Protocol, TypeGuard
 
 from .._record import Record, factory
 from .canonical import canonical_json, sha256_hex
+from .errors import ManifestIntegrityError, StateBagError
 from .packs import FrameRef
 
 MANIFEST_FORMAT = 1
@@ -78,6 +79,62 @@ def manifest_hash(
     )
 
 
+# What a manifest document (the service's answer for one manifest) must hold for its hash to
+# be recomputed; an answer from a service that predates them carries none of them.
+DOCUMENT_HASH_FIELDS = ("owner_id", "workflow_id", "parents")
+
+
+def manifest_document_check(
+    document: Mapping[str, Any], *, execution_id: str | None = None, version: int | None = None
+) -> bool:
+    """Check a manifest document against its hash: True when it holds everything the hash
+    covers and matches it, False when it comes from a service that does not send those fields
+    (nothing to check it with). Raises ManifestIntegrityError when it does not match, names
+    another execution or version than the one asked for, or is in a format this SDK cannot
+    check: such a manifest must not be used."""
+    if not any(name in document for name in DOCUMENT_HASH_FIELDS):
+        return False
+    label = f"manifest {str(document.get('hash'))[:16]}"
+    form = document.get("format", MANIFEST_FORMAT)
+    if form != MANIFEST_FORMAT:
+        raise ManifestIntegrityError(f"{label} is in format {form!r}, which this SDK cannot check")
+    try:
+        claimed, version_of, parents = document["hash"], document["version"], document["parents"]
+        identity = (document["owner_id"], document["workflow_id"], document["execution_id"])
+        entries, cohort = document["entries"], document.get("cohort", {})
+        if not (
+            isinstance(claimed, str)
+            and all(isinstance(part, str) for part in identity)
+            and isinstance(version_of, int)
+            and not isinstance(version_of, bool)
+            and isinstance(parents, list)
+            and all(isinstance(parent, str) for parent in parents)
+            and isinstance(entries, Mapping)
+            and isinstance(cohort, Mapping)
+        ):
+            raise TypeError("a field has the wrong type")
+        expected = manifest_hash(
+            owner_id=identity[0],
+            workflow_id=identity[1],
+            execution_id=identity[2],
+            version=version_of,
+            parents=parents,
+            entries=entries,
+            cohort=cohort,
+        )
+    except (KeyError, TypeError, StateBagError) as exc:
+        raise ManifestIntegrityError(f"{label} cannot be checked: {exc}") from None
+    if expected != claimed:
+        raise ManifestIntegrityError(
+            f"{label} does not match its hash: it was changed after it was committed"
+        )
+    if execution_id is not None and identity[2] != execution_id:
+        raise ManifestIntegrityError(f"{label} is a version of {identity[2]!r}, not of {execution_id!r}")
+    if version is not None and version_of != version:
+        raise ManifestIntegrityError(f"{label} is version {version_of}, not {version}")
+    return True
+
+
 class PrepareRequest(Record, frozen=True):
     """Phase one: what a dehydration is about to upload and which stored blobs it reuses."""
 
@@ -88,6 +145,9 @@ class PrepareRequest(Record, frozen=True):
     packs: tuple[PackWrite, ...]
     reused: tuple[tuple[str, str], ...]  # (object key, digest) of blobs the new version keeps
     idempotency_key: str | None = None
+    # "presigned" when the caller cannot write the store itself and needs upload URLs; None
+    # leaves it to the manifest store's own setting.
+    upload: str | None = None
 
 
 class Prepared(Record, frozen=True):

@@ -48,15 +48,27 @@ class Batch(Record):
 
 class Packer:
     def __init__(self, compressor: Compressor, known: KnownDigests, *, use_batching: bool) -> None:
+        """``compressor``'s dictionary, if any, is used for its owner's values only; other
+        owners' values are compressed without one."""
         self.compressor = compressor
         self.known = known
         self.use_batching = use_batching
+        self._plain: Compressor | None = None
+
+    def compressor_for(self, owner_id: str) -> Compressor:
+        dictionary = self.compressor.dictionary
+        if dictionary is None or dictionary.owner_id == owner_id:
+            return self.compressor
+        if self._plain is None:
+            self._plain = Compressor(self.compressor.codec, self.compressor.zstd_level)
+        return self._plain
 
     def build(self, blobs: list[PendingBlob], owner_id: str) -> Batch:
         batch = Batch()
+        compressor = self.compressor_for(owner_id)
         if not self.use_batching:
             for blob in blobs:
-                batch.add(self._build_object(owner_id, blob), [blob])
+                batch.add(self._build_object(owner_id, blob, compressor), [blob])
             return batch
         groups: dict[Temperature, dict[str, PendingBlob]] = defaultdict(dict)
         for blob in blobs:
@@ -69,7 +81,7 @@ class Packer:
         for temperature in Temperature:
             group = groups.get(temperature)
             if group:
-                batch.add(self._build_pack(owner_id, list(group.values())), list(group.values()))
+                batch.add(self._build_pack(owner_id, list(group.values()), compressor), list(group.values()))
         # A value that appears twice is packed once; its other blobs share the pointer.
         by_digest = {b.digest: b.ref for group in groups.values() for b in group.values()}
         for blob in blobs:
@@ -77,16 +89,20 @@ class Packer:
                 blob.ref = by_digest[blob.digest]
         return batch
 
-    def _build_pack(self, owner_id: str, group: list[PendingBlob]) -> tuple[PackWrite, bytes]:
-        built = build_pack([(b.digest, len(b.raw), self.compressor.encode(b.raw)) for b in group])
+    def _build_pack(
+        self, owner_id: str, group: list[PendingBlob], compressor: Compressor
+    ) -> tuple[PackWrite, bytes]:
+        built = build_pack([(b.digest, len(b.raw), compressor.encode(b.raw)) for b in group])
         key = pack_key(owner_id, built.digest)
         refs = {frame.digest: _ref_from_frame(key, frame) for frame in built.frames}
         for blob in group:
             blob.ref = refs[blob.digest]
         return PackWrite(key, built.digest, len(built.data), built.frames), built.data
 
-    def _build_object(self, owner_id: str, blob: PendingBlob) -> tuple[PackWrite, bytes]:
-        encoded = self.compressor.encode(blob.raw)
+    def _build_object(
+        self, owner_id: str, blob: PendingBlob, compressor: Compressor
+    ) -> tuple[PackWrite, bytes]:
+        encoded = compressor.encode(blob.raw)
         # One object per write, as on the original system: the nonce keeps any two writes apart.
         key = object_key(owner_id, blob.digest, os.urandom(8).hex())
         frame = FrameRef(blob.digest, 0, len(encoded.data), encoded.codec, len(blob.raw), encoded.dict_id)

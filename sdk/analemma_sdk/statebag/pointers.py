@@ -135,7 +135,7 @@ def _parse_blob(data: Any, allowed_extra: set[str]) -> BlobRef:
     digest, codec, dict_id = data.get("d"), data.get("c"), data.get("x")
     if not is_digest(digest):
         raise MalformedPointerError("blob pointer digest must be 64 lowercase hex characters")
-    if codec not in CODECS:
+    if not isinstance(codec, str) or codec not in CODECS:
         raise MalformedPointerError(f"blob pointer codec {codec!r} is unknown")
     if dict_id is not None and not (isinstance(dict_id, str) and dict_id.isalnum() and len(dict_id) <= 64):
         raise MalformedPointerError("blob pointer dictionary id is malformed")

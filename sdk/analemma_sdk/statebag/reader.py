@@ -7,8 +7,8 @@ Frames of one pack that sit close together are fetched with a single ranged GET.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeAlias
 
 from .cache import BlobCache
 from .canonical import parse_json, sha256_hex
@@ -17,15 +17,35 @@ from .errors import (
     BlobNotFoundError,
     BlobTooLargeError,
     CorruptBlobError,
+    ForeignDictionaryError,
     MalformedPointerError,
     UnknownDictionaryError,
 )
-from .keys import dictionary_key
+from .keys import dictionary_key, key_owner, legacy_dictionary_key
 from .pointers import BlobRef, Literal, Stored, parse_pointer
 from .stores import BlobStore
 
 # A span read fetches the frames between wanted ones too; accept that up to this ratio.
 _SPAN_SLACK = 2.0
+
+# Whether a frame of an owner may be decoded with a dictionary earlier versions stored in the
+# shared ``dicts/`` folder: always, never, or as a function of (owner id, dictionary id) says.
+LegacyDictionaries: TypeAlias = bool | Callable[[str, str], bool]
+Dictionaries: TypeAlias = Mapping[str, ZstdDictionary] | Iterable[ZstdDictionary]
+
+
+def owned_dictionaries(dictionaries: Dictionaries | None) -> dict[tuple[str, str], ZstdDictionary]:
+    """Dictionaries by (owner id, dictionary id); each must name the owner it belongs to."""
+    values = dictionaries.values() if isinstance(dictionaries, Mapping) else (dictionaries or ())
+    owned = {}
+    for dictionary in values:
+        if not dictionary.owner_id:
+            raise ValueError(
+                f"dictionary {dictionary.dict_id} names no owner: bind it with "
+                "ZstdDictionary(data, owner_id=...) or .for_owner(owner_id)"
+            )
+        owned[(dictionary.owner_id, dictionary.dict_id)] = dictionary
+    return owned
 
 
 class BlobReader:
@@ -35,12 +55,16 @@ class BlobReader:
         cache: BlobCache,
         *,
         max_blob_bytes: int,
-        dictionaries: Mapping[str, ZstdDictionary] | None = None,
+        dictionaries: Dictionaries | None = None,
+        legacy_dictionaries: LegacyDictionaries = True,
     ) -> None:
+        """``dictionaries``: known ones, each bound to its owner. ``legacy_dictionaries``: see
+        ``LegacyDictionaries``; a reader that serves several tenants passes a function."""
         self.store = store
         self.cache = cache
         self.max_blob_bytes = max_blob_bytes
-        self._dictionaries = dict(dictionaries or {})
+        self._dictionaries = owned_dictionaries(dictionaries)
+        self._legacy_dictionaries = legacy_dictionaries
 
     def load(self, pointer: Stored) -> Any:
         """The value a pointer stands for."""
@@ -86,7 +110,7 @@ class BlobReader:
                 missing[ref.key].append(ref)
         for key, group in missing.items():
             for ref, frame in self._fetch_frames(key, group):
-                raw = decode(ref.codec, frame, ref.raw_size, self.dictionary(ref.dict_id))
+                raw = decode(ref.codec, frame, ref.raw_size, self.dictionary(ref.key, ref.dict_id))
                 if sha256_hex(raw) != ref.digest:
                     raise CorruptBlobError(f"blob {ref.digest[:12]} fails its digest check")
                 self.cache.put(ref.digest, raw)
@@ -108,21 +132,41 @@ class BlobReader:
             ]
         return [(r, _checked_frame(r, self.store.get_range(key, r.offset, r.length))) for r in unique]
 
-    def dictionary(self, dict_id: str | None) -> ZstdDictionary | None:
-        """The compression dictionary a frame names: given to the hydrator, or from the store."""
+    def dictionary(self, key: str, dict_id: str | None) -> ZstdDictionary | None:
+        """The compression dictionary a frame of the object at ``key`` names. Only the owner of
+        that object's dictionaries are candidates: one handed to this reader for that owner,
+        the one under the owner's prefix in the store, or (for frames written by earlier
+        versions) the shared legacy one if ``legacy_dictionaries`` allows it."""
         if dict_id is None:
             return None
-        dictionary = self._dictionaries.get(dict_id)
-        if dictionary is None:
-            try:
-                data = self.store.get(dictionary_key(dict_id))
-            except BlobNotFoundError:
-                raise UnknownDictionaryError(f"dictionary {dict_id} is not in the store") from None
-            dictionary = ZstdDictionary(data)
-            if dictionary.dict_id != dict_id:
-                raise CorruptBlobError(f"dictionary {dict_id} in the store fails its digest check")
-            self._dictionaries[dict_id] = dictionary
+        owner_id = key_owner(key)
+        if owner_id is None:
+            raise ForeignDictionaryError(
+                f"{key} is outside every owner's prefix: its frames use no dictionary"
+            )
+        dictionary = self._dictionaries.get((owner_id, dict_id))
+        if dictionary is not None:
+            return dictionary
+        try:
+            data = self.store.get(dictionary_key(owner_id, dict_id))
+        except BlobNotFoundError:
+            data = self._legacy_dictionary(owner_id, dict_id)
+        dictionary = ZstdDictionary(data, owner_id=owner_id)
+        if dictionary.dict_id != dict_id:
+            raise CorruptBlobError(f"dictionary {dict_id} in the store fails its digest check")
+        self._dictionaries[(owner_id, dict_id)] = dictionary
         return dictionary
+
+    def _legacy_dictionary(self, owner_id: str, dict_id: str) -> bytes:
+        allowed = self._legacy_dictionaries
+        if allowed is True or (callable(allowed) and allowed(owner_id, dict_id)):
+            try:
+                return self.store.get(legacy_dictionary_key(dict_id))
+            except BlobNotFoundError:
+                pass
+        if any(known == dict_id for _, known in self._dictionaries):
+            raise ForeignDictionaryError(f"dictionary {dict_id} belongs to another owner than {owner_id}")
+        raise UnknownDictionaryError(f"owner {owner_id} has no dictionary {dict_id} in the store")
 
 
 def _checked_frame(ref: BlobRef, frame: bytes) -> bytes:

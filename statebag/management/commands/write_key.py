@@ -3,6 +3,9 @@
 manage.py write_key create --owner acme [--name lambda]    (prints the key once)
 manage.py write_key revoke PREFIX
 manage.py write_key list [--owner acme]
+
+Creations and revocations are audited as ``cli:<os user>``; ``--actor LABEL`` adds
+``(claims: LABEL)``, recorded as said, not verified.
 """
 
 from __future__ import annotations
@@ -13,10 +16,9 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from audit.actors import cli_actor
 from keys.services import key_create, key_revoke
 from statebag.models import WriteKey
-
-ACTOR = "manage.py write_key"
 
 
 class Command(BaseCommand):
@@ -27,15 +29,24 @@ class Command(BaseCommand):
         parser.add_argument("prefix", nargs="?")
         parser.add_argument("--owner")
         parser.add_argument("--name", default="")
+        parser.add_argument(
+            "--actor",
+            default="",
+            help="a name to record beside the OS user in the audit log (a claim, not verified)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
+        try:
+            actor = cli_actor(claimed=options["actor"])
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
         if action == "create":
             if not options["owner"]:
                 raise CommandError("--owner is required")
             key = WriteKey(owner_id=options["owner"], name=options["name"])
             try:
-                raw = key_create(key=key, actor=ACTOR)
+                raw = key_create(key=key, actor=actor)
             except ValidationError as exc:
                 raise CommandError("; ".join(exc.messages)) from exc
             self.stderr.write(f"write key {key.prefix}… for owner {key.owner_id}; it will not be shown again")
@@ -44,7 +55,7 @@ class Command(BaseCommand):
             found = WriteKey.objects.filter(prefix=options["prefix"] or "").first()
             if found is None:
                 raise CommandError(f"no write key with prefix {options['prefix']!r}")
-            key_revoke(key=found, actor=ACTOR)
+            key_revoke(key=found, actor=actor)
             self.stdout.write(f"revoked {found.prefix}")
         else:
             keys = WriteKey.objects.all()
