@@ -109,6 +109,7 @@ class Workload:
         from analemma_sdk.statebag.canonical import canonical_json, sha256_hex
         from analemma_sdk.statebag.codec import RAW, Encoded
         from analemma_sdk.statebag.keys import pack_key
+        from analemma_sdk.statebag.manifests import PackWrite
         from analemma_sdk.statebag.packs import build_pack
         from analemma_sdk.statebag.pointers import BlobRef
 
@@ -123,24 +124,7 @@ class Workload:
             built = build_pack(blobs)
             key = pack_key(OWNER, built.digest)
             data[key] = built.data
-            declared.append(
-                {
-                    "key": key,
-                    "digest": built.digest,
-                    "size": len(built.data),
-                    "kind": "pack",
-                    "frames": [
-                        {
-                            "digest": f.digest,
-                            "offset": f.offset,
-                            "length": f.length,
-                            "codec": f.codec,
-                            "raw_size": f.raw_size,
-                        }
-                        for f in built.frames
-                    ],
-                }
-            )
+            declared.append(PackWrite(key, built.digest, len(built.data), tuple(built.frames)).to_json())
             pointers += [
                 BlobRef(f.digest, key, f.offset, f.length, f.codec, f.raw_size) for f in built.frames
             ]

@@ -86,22 +86,7 @@ class Built:
         self.key = pack_key(owner, built.digest)
         self.data = built.data
         self.frames = built.frames
-        self.declared = {
-            "key": self.key,
-            "digest": built.digest,
-            "size": len(built.data),
-            "kind": "pack",
-            "frames": [
-                {
-                    "digest": f.digest,
-                    "offset": f.offset,
-                    "length": f.length,
-                    "codec": f.codec,
-                    "raw_size": f.raw_size,
-                }
-                for f in built.frames
-            ],
-        }
+        self.declared = PackWrite(self.key, built.digest, len(built.data), tuple(built.frames)).to_json()
 
     def pointers(self) -> list[dict[str, Any]]:
         return [

@@ -169,24 +169,7 @@ def test_prepare__frames_name_another_owners_dictionary__refused_nothing_recorde
         "owner_id": "globex",
         "workflow_id": "airline",
         "execution_id": "g1",
-        "packs": [
-            {
-                "key": write.key,
-                "digest": write.digest,
-                "size": write.size,
-                "frames": [
-                    {
-                        "digest": f.digest,
-                        "offset": f.offset,
-                        "length": f.length,
-                        "codec": f.codec,
-                        "raw_size": f.raw_size,
-                        "dict_id": f.dict_id,
-                    }
-                    for f in write.frames
-                ],
-            }
-        ],
+        "packs": [write.to_json()],
     }
 
     def prepare(payload):

@@ -44,7 +44,6 @@ from .keys import validate_key
 from .manifests import (
     ManifestDraft,
     ManifestRecord,
-    PackWrite,
     Prepared,
     PrepareRequest,
     manifest_document_check,
@@ -55,26 +54,6 @@ MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 # less, and says so in Content-Range), and no object larger than this in all.
 READ_CHUNK_BYTES = 8 * 1024 * 1024
 MAX_OBJECT_BYTES = 256 * 1024 * 1024
-
-
-def _pack_json(write: PackWrite) -> dict[str, Any]:
-    return {
-        "key": write.key,
-        "digest": write.digest,
-        "size": write.size,
-        "kind": write.kind,
-        "frames": [
-            {
-                "digest": f.digest,
-                "offset": f.offset,
-                "length": f.length,
-                "codec": f.codec,
-                "raw_size": f.raw_size,
-                "dict_id": f.dict_id,
-            }
-            for f in write.frames
-        ],
-    }
 
 
 def _record(answer: Mapping[str, Any]) -> ManifestRecord:
@@ -106,7 +85,7 @@ class HttpManifestStore:
                 "workflow_id": request.workflow_id,
                 "execution_id": request.execution_id,
                 "parents": list(request.parents),
-                "packs": [_pack_json(write) for write in request.packs],
+                "packs": [write.to_json() for write in request.packs],
                 "reused": [list(pair) for pair in request.reused],
                 "idempotency_key": request.idempotency_key,
                 "upload": request.upload or self.upload_mode,

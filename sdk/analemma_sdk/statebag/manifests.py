@@ -27,6 +27,27 @@ class PackWrite(Record, frozen=True):
     frames: tuple[FrameRef, ...]
     kind: str = "pack"  # pack | object
 
+    def to_json(self) -> dict[str, Any]:
+        """The object as a prepare request declares it."""
+        frames = [
+            {
+                "digest": f.digest,
+                "offset": f.offset,
+                "length": f.length,
+                "codec": f.codec,
+                "raw_size": f.raw_size,
+                "dict_id": f.dict_id,
+            }
+            for f in self.frames
+        ]
+        return {
+            "key": self.key,
+            "digest": self.digest,
+            "size": self.size,
+            "kind": self.kind,
+            "frames": frames,
+        }
+
 
 class ManifestDraft(Record, frozen=True):
     owner_id: str
