@@ -107,6 +107,21 @@ def key_revoke(*, key: SecretKey, actor: str) -> bool:
     return True
 
 
+def key_find(*, model: type[SecretKey], text: str) -> SecretKey:
+    """The one active key ``text`` names: the key itself, or its prefix as shown (with or
+    without the trailing "…"). LookupError, saying why, when none or several match."""
+    text = text.strip().removesuffix("…")
+    active = model._default_manager.filter(revoked_at__isnull=True)
+    by_hash = active.filter(key_hash=hash_key(text)).first() if text else None
+    if by_hash is not None:
+        return by_hash
+    matches = list(active.filter(prefix=text)[:2]) if text else []
+    if len(matches) != 1:
+        what = "no active key has" if not matches else "several active keys have"
+        raise LookupError(f"{what} prefix {text!r}: give the prefix the key list shows, or the key")
+    return matches[0]
+
+
 def _scope_in_database(model: type[SecretKey], key_hash: str) -> str | None:
     scope: str | None = (
         model._default_manager.filter(key_hash=key_hash, revoked_at__isnull=True)

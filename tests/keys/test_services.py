@@ -118,3 +118,24 @@ def test_key_create__write_key_for_a_bad_owner__refused_and_nothing_saved(owner)
     with pytest.raises(ValidationError):
         key_create(key=WriteKey(owner_id=owner), actor="ops")
     assert not WriteKey.objects.exists()
+
+
+@pytest.mark.parametrize("given", ["key", "prefix", "prefix as shown"])
+def test_key_find__the_key_or_its_prefix_as_shown__that_key(any_key, given):
+    key, raw, model, _ = any_key
+    text = {"key": raw, "prefix": key.prefix, "prefix as shown": f"{key.prefix}…"}[given]
+    assert services.key_find(model=model, text=text) == key
+
+
+@pytest.mark.parametrize("text", ["", "nope", "ask_", "awk_"])
+def test_key_find__nothing_matches__lookup_error_saying_so(any_key, text):
+    _, _, model, _ = any_key
+    with pytest.raises(LookupError, match="no active key"):
+        services.key_find(model=model, text=text)
+
+
+def test_key_find__revoked__not_found(any_key):
+    key, raw, model, _ = any_key
+    key_revoke(key=key, actor="alice")
+    with pytest.raises(LookupError):
+        services.key_find(model=model, text=raw)

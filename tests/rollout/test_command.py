@@ -41,6 +41,18 @@ def test_rollout_command__sdk_key_create_prints_key_once_and_revoke(django_captu
     assert sdk_key_scope(raw) is None
 
 
+@pytest.mark.parametrize("as_given", ["the key", "the prefix as printed"])
+def test_rollout_command__sdk_key_list_then_revoke_by_what_was_shown(as_given):
+    raw = run("sdk-key", "create", "--env", "staging", "--name", "ci")[0].strip()
+    listed = run("sdk-key", "list", "--env", "staging")[0]
+    prefix = Environment.objects.get(key="staging").sdk_keys.get().prefix
+    assert f"{prefix}  staging  ci  active  never used" in listed and raw not in listed
+    run("sdk-key", "revoke", raw if as_given == "the key" else f"{prefix}…")
+    assert "revoked" in run("sdk-key", "list")[0]
+    with pytest.raises(CommandError, match="no active key"):
+        run("sdk-key", "revoke", prefix)
+
+
 @pytest.mark.parametrize(
     "args",
     [

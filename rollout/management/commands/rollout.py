@@ -7,7 +7,8 @@ manage.py rollout rollback --env prod --to-revision N --whole-environment [--dry
 manage.py rollout plan list
 manage.py rollout plan start|pause|resume|abort PLAN [--user NAME] [--reason ...]
 manage.py rollout sdk-key create --env prod [--name NAME]     (prints the key once)
-manage.py rollout sdk-key revoke PREFIX
+manage.py rollout sdk-key list [--env prod]
+manage.py rollout sdk-key revoke PREFIX          (as listed, or the whole key)
 manage.py rollout show --env prod
 
 Every change is audited as ``cli:<os user>``; ``--actor LABEL`` adds ``(claims: LABEL)``,
@@ -27,7 +28,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from audit.actors import cli_actor, os_user
-from keys.services import key_create, key_revoke
+from keys.services import key_create, key_find, key_revoke
 from rollout import services
 from rollout.json_input import json_loads_finite, json_problem
 from rollout.models import Environment, Flag, RolloutPlan, SdkKey
@@ -78,9 +79,9 @@ class Command(BaseCommand):
             "--user", help="the Django user to act as (default: the one named like the OS user)"
         )
         plan.add_argument("--reason", default="aborted", help="why (abort)")
-        keys = sub.add_parser("sdk-key", help="create or revoke SDK keys")
-        keys.add_argument("key_action", choices=["create", "revoke"])
-        keys.add_argument("prefix", nargs="?")
+        keys = sub.add_parser("sdk-key", help="create, list or revoke SDK keys")
+        keys.add_argument("key_action", choices=["create", "list", "revoke"])
+        keys.add_argument("prefix", nargs="?", help="revoke: the key's prefix as listed, or the key")
         keys.add_argument("--env")
         keys.add_argument("--name", default="")
         for changing in (change, kill, rollback, plan, keys):
@@ -241,13 +242,21 @@ class Command(BaseCommand):
             self.stdout.write(raw)
             self.stderr.write(f"SDK key {key.prefix}… for {key.environment}: shown once, stored hashed.")
             return
-        matches = list(SdkKey.objects.filter(prefix=options["prefix"] or "", revoked_at__isnull=True))
-        if len(matches) != 1:
-            raise CommandError(
-                f"{len(matches)} active keys have prefix {options['prefix']!r}; need exactly one"
-            )
-        key_revoke(key=matches[0], actor=options["actor"])
-        self.stdout.write(f"revoked {matches[0].prefix}…")
+        if options["key_action"] == "list":
+            keys = SdkKey.objects.select_related("environment").order_by("environment_id", "created_at")
+            if options["env"]:
+                keys = keys.filter(environment=self._environment(options["env"]))
+            for row in keys:
+                state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
+                used = f"used {row.last_used_at:%Y-%m-%d %H:%M}" if row.last_used_at else "never used"
+                self.stdout.write(f"{row.prefix}  {row.environment}  {row.name or '-'}  {state}  {used}")
+            return
+        try:
+            found = key_find(model=SdkKey, text=options["prefix"] or "")
+        except LookupError as exc:
+            raise CommandError(str(exc)) from exc
+        key_revoke(key=found, actor=options["actor"])
+        self.stdout.write(f"revoked {found.prefix}…")
 
     def _show(self, options: dict[str, Any]) -> None:
         revision = revision_latest(environment=self._environment(options["env"]))

@@ -17,7 +17,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from audit.actors import cli_actor
-from keys.services import key_create, key_revoke
+from keys.services import key_create, key_find, key_revoke
 from statebag.models import WriteKey
 
 
@@ -52,9 +52,10 @@ class Command(BaseCommand):
             self.stderr.write(f"write key {key.prefix}… for owner {key.owner_id}; it will not be shown again")
             self.stdout.write(raw)
         elif action == "revoke":
-            found = WriteKey.objects.filter(prefix=options["prefix"] or "").first()
-            if found is None:
-                raise CommandError(f"no write key with prefix {options['prefix']!r}")
+            try:
+                found = key_find(model=WriteKey, text=options["prefix"] or "")
+            except LookupError as exc:
+                raise CommandError(str(exc)) from exc
             key_revoke(key=found, actor=actor)
             self.stdout.write(f"revoked {found.prefix}")
         else:
