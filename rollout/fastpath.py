@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.conf import settings
+from django.db import close_old_connections
 
 from keys.services import key_note_use, key_scope_cached
 from keys.tokens import bearer_key
@@ -60,7 +61,16 @@ class FlagsetFastPath:
         self._memo = _Memo(clock)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        answer = self._answer(environ) if environ.get("PATH_INFO") == PATH else None
+        answer = None
+        if environ.get("PATH_INFO") == PATH:
+            try:
+                answer = self._answer(environ)
+            finally:
+                if not settings.CACHE_SHARED:
+                    # It may have asked the database whether a flag set changed: recycle
+                    # connections as Django does at the end of a request (a restarted
+                    # database is then reconnected, not failed on forever).
+                    close_old_connections()
         if answer is None:
             return self.app(environ, start_response)
         status, headers, body = answer

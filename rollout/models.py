@@ -173,7 +173,10 @@ class Revision(models.Model):
 
     @property
     def document(self) -> dict[str, Any]:
-        """The document SDKs were served for this revision."""
+        """The document SDKs were served for this revision (an older revision's as stored:
+        its ETag is of those bytes)."""
+        if self.snapshot is not None:
+            return dict(self.snapshot)
         return flag_set_document(self.environment.key, self.number, self.flags())
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from .models import Revision
-from .services.documents import document_publish
+from .services.documents import document_publish, documents_repair
 from .services.plans import plans_advance
 
 
@@ -16,6 +16,11 @@ def publish_flagset(revision_id: int) -> int | None:
         return None
     document_publish(revision=revision)
     return revision.number
+
+
+@shared_task(name="rollout.repair_flag_sets")
+def repair_flag_sets() -> list[str]:
+    return documents_repair()
 
 
 @shared_task(name="rollout.advance_plans")

@@ -15,19 +15,22 @@ Every server process must see a change committed by any process within a second:
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 import orjson
 from django.conf import settings
 from django.core.cache import cache
+from django.db import DatabaseError
 
 from analemma_sdk.flags.spec import DOCUMENT_FORMAT, flag_spec
 from analemma_sdk.statebag.canonical import canonical_json, sha256_hex
 
-from ..models import FlagState, Revision
+from ..models import Environment, FlagState, Revision
 from ..selectors import revision_latest_for_key, revision_number_etag_latest
 
+logger = logging.getLogger("analemma.rollout")
 CACHE_CONTROL = "private, no-cache"  # keep it, but revalidate (If-None-Match) every time
 
 
@@ -74,12 +77,31 @@ def _entry(revision: Revision, body: bytes | None) -> dict[str, Any]:
 
 def document_publish(*, revision: Revision, body: bytes | None = None) -> None:
     """Put a revision in the cache, unless a newer one is there already. ``body`` saves
-    rebuilding a document the caller has just serialised."""
+    rebuilding a document the caller has just serialised. A shared cache that can do it
+    decides atomically (Redis); process memory has no other writer to race with."""
     key = cache_key(revision.environment.key)
+    set_if_newer = getattr(cache, "set_if_newer", None)
+    if set_if_newer is not None:
+        set_if_newer(key, _entry(revision, body), revision.number)
+        return
     current = cache.get(key)
     if current is not None and current["revision"] > revision.number:
         return
     cache.set(key, _entry(revision, body), timeout=None)
+
+
+def document_publish_committed(*, revision: Revision, body: bytes) -> None:
+    """Publish after commit, never failing the caller: the change is committed already, and
+    a missing or older entry is repaired from the database (the endpoint publishes the latest
+    on a miss; rollout.publish_flagsets republishes every environment each minute)."""
+    try:
+        document_publish(revision=revision, body=body)
+    except Exception:  # a cache outage must not turn a committed change into an error
+        logger.exception("could not publish %s r%s to the cache", revision.environment.key, revision.number)
+        try:
+            cache.delete(cache_key(revision.environment.key))
+        except Exception:  # the entry repairs itself from the database
+            logger.exception("could not drop the cached flag set of %s", revision.environment.key)
 
 
 def document_cached(*, environment_key: str) -> dict[str, Any] | None:
@@ -91,7 +113,13 @@ def document_cached(*, environment_key: str) -> dict[str, Any] | None:
         return entry
     if time.monotonic() - entry["checked"] < settings.CACHE_LOCAL_CHECK_SECONDS:
         return entry
-    latest = revision_number_etag_latest(environment_key=environment_key)
+    try:
+        latest = revision_number_etag_latest(environment_key=environment_key)
+    except DatabaseError as exc:
+        # The database is away: keep serving what this process has, it was current a moment
+        # ago (the shared-cache path would do the same).
+        logger.warning("flag-set check against the database failed (%s): serving r%s", exc, entry["revision"])
+        return entry
     if latest == (entry["revision"], entry["etag"]):
         entry["checked"] = time.monotonic()  # process memory: the cached dict itself
         cache.set(cache_key(environment_key), entry, timeout=None)
@@ -112,6 +140,19 @@ def document_publish_latest(*, environment_key: str) -> dict[str, Any] | None:
     entry = _entry(revision, None)
     cache.set(cache_key(environment_key), entry, timeout=None)
     return entry
+
+
+def documents_repair() -> list[str]:
+    """Publish the latest revision of every environment whose cached entry is missing or
+    older; returns their keys. One indexed query per environment, a rebuild only when needed."""
+    repaired = []
+    for environment_key in Environment.objects.order_by("pk").values_list("key", flat=True):
+        latest = revision_number_etag_latest(environment_key=environment_key)
+        cached = cache.get(cache_key(environment_key))
+        if latest is not None and (cached is None or (cached["revision"], cached["etag"]) != latest):
+            document_publish_latest(environment_key=environment_key)
+            repaired.append(environment_key)
+    return repaired
 
 
 def conditional(entry: dict[str, Any], if_none_match: str) -> tuple[int, list[tuple[str, str]], bytes]:

@@ -506,6 +506,11 @@ def _advance_one(plan_id: int, now: datetime) -> int:
             transaction.on_commit(lambda: _abort(plan, "rollout guard", refusal.reason))
             return 0
         assert operator is not None  # flag_change_allowed refuses nobody
+        if not any(s.environment_id == step.environment_id for s in done):
+            # The plan's first step here: what an abort restores is the flag as it is now, so
+            # a change another operator made since the start is not undone with the plan's.
+            plan.baseline = {**plan.baseline, **revision_numbers_latest(environments=[step.environment])}
+            plan.save(update_fields=["baseline", "updated_at"])
         revision = flag_state_update(
             flag=plan.flag,
             environment=step.environment,

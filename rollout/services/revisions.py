@@ -20,7 +20,13 @@ from audit.services import audit_record
 
 from ..models import Environment, FlagState, FlagVersion, Revision
 from ..selectors import flag_states_of, revision_latest
-from .documents import document_body, document_cached, document_etag, document_publish, flag_document
+from .documents import (
+    document_body,
+    document_cached,
+    document_etag,
+    document_publish_committed,
+    flag_document,
+)
 
 
 class UnknownRevision(LookupError):
@@ -124,7 +130,7 @@ def revision_create(
     # Straight into the cache once committed: SDKs see the change on their next poll.
     def committed() -> None:
         _committed[environment.pk] = (number, revision.etag, flags)
-        document_publish(revision=revision, body=body)
+        document_publish_committed(revision=revision, body=body)
 
     transaction.on_commit(committed)
     return revision
@@ -210,7 +216,10 @@ def revision_rollback(*, environment: Environment, number: int, actor: str, reas
     with transaction.atomic():
         wanted = _target(environment, number).flags()
         for state in (
-            FlagState.objects.select_for_update().filter(environment=environment).select_related("flag")
+            FlagState.objects.select_for_update()
+            .filter(environment=environment)
+            .select_related("flag")
+            .order_by("pk")  # one lock order: two restores of one environment cannot deadlock
         ):
             _restore(state, wanted.get(state.flag.key))
             state.save()

@@ -66,6 +66,23 @@ def test_plan_abort__another_operator_changed_another_flag_meanwhile__that_chang
     assert entry.detail["restored"] == {"prod": latest.number}
 
 
+def test_plan_abort__same_flag_changed_before_the_plan_reached_an_environment__that_change_stays(operator):
+    dev, prod = Environment.objects.get(key="dev"), Environment.objects.get(key="prod")
+    plan = RolloutPlan.objects.create(name="zstd", flag=Flag.objects.get(key="use_zstd"), value=True)
+    RolloutStep.objects.create(plan=plan, position=0, environment=dev, percentage=100, min_soak_seconds=60)
+    RolloutStep.objects.create(plan=plan, position=1, environment=prod, percentage=5)
+    started = services.plan_start(plan=plan, user=operator)  # dev now; prod after the soak
+    # Meanwhile bob targets his own units in prod: before the plan ever touched prod.
+    services.flag_state_update(
+        flag=plan.flag, environment=prod, actor="bob", targets=[{"units": ["exec-bob"], "value": True}]
+    )
+    assert services.plans_advance(now=timezone.now() + timedelta(seconds=61)) == 1
+    assert state("use_zstd").enabled
+    services.plan_abort(plan=started, user=operator)
+    assert not state("use_zstd").enabled and not state("use_zstd", "dev").enabled
+    assert state("use_zstd").targets == [{"units": ["exec-bob"], "value": True}]  # bob's stays
+
+
 def test_plan_abort__flag_already_back__no_empty_revision(operator, batching):
     prod = Environment.objects.get(key="prod")
     started = services.plan_start(plan=batching, user=operator)

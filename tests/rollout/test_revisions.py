@@ -144,3 +144,101 @@ def test_flag_set__10000_flags_of_typical_size__publishable_and_over_4_mib_refus
     document = flag_set_document("prod", 2, flags)
     with pytest.raises(InvalidDocumentError, match="SDKs accept at most"):
         check_publishable(document, document_body(document), changed=["bulky-1"])
+
+
+@pytest.fixture
+def redis_cache(settings, redis_url):
+    settings.CACHES = {"default": {"BACKEND": "analemma.cache.ReusedClientRedisCache", "LOCATION": redis_url}}
+    settings.CACHE_SHARED = True
+    from django.core.cache import cache
+
+    cache.clear()
+    yield cache
+    cache.clear()
+
+
+def test_document_publish__redis__an_older_revision_published_late_never_wins(prod, redis_cache, monkeypatch):
+    from rollout.services import document_publish
+
+    older = ramp("use_zstd", prod, enabled=True, value=True)
+    newer = ramp("use_zstd", prod, enabled=False)  # the kill switch
+    document_publish(revision=older)
+    read = redis_cache.get
+
+    landed = []
+
+    def read_then_newer_lands(*args, **kwargs):
+        # The publisher of the older revision has read the entry; the newer one lands now.
+        value = read(*args, **kwargs)
+        monkeypatch.setattr(redis_cache, "get", read)
+        document_publish(revision=newer)
+        landed.append(True)
+        return value
+
+    monkeypatch.setattr(redis_cache, "get", read_then_newer_lands)
+    document_publish(revision=older)  # a slow publisher of the earlier commit, again
+    monkeypatch.setattr(redis_cache, "get", read)
+    if not landed:  # a publisher that never reads has no window: the newer one came first
+        document_publish(revision=newer)
+        document_publish(revision=older)
+    assert document_cached(environment_key="prod")["revision"] == newer.number
+    document_publish(revision=newer)  # the same revision again: still served
+    assert document_cached(environment_key="prod")["etag"] == newer.etag
+
+
+def test_revision__cache_down_after_commit__change_kept_no_error(
+    prod, settings, django_capture_on_commit_callbacks
+):
+    from tests.servers import free_port
+
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "analemma.cache.ReusedClientRedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
+        }
+    }
+    settings.CACHE_SHARED = True
+    with django_capture_on_commit_callbacks(execute=True):
+        revision = ramp("use_zstd", prod, enabled=True, value=True)  # no exception: it committed
+    assert Revision.objects.filter(environment=prod, number=revision.number).exists()
+
+
+def test_documents_repair__missing_or_older_entries__published_again(
+    prod, django_capture_on_commit_callbacks
+):
+    from rollout.services.documents import documents_repair
+
+    services.document_publish_latest(environment_key="prod")
+    with django_capture_on_commit_callbacks(execute=False):  # the publish that got lost
+        lost = ramp("use_zstd", prod, enabled=True, value=True)
+    from django.core.cache import cache
+
+    cache.delete(services.documents.cache_key("dev"))
+    assert set(documents_repair()) >= {"prod", "dev"}
+    assert cache.get(services.documents.cache_key("prod"))["revision"] == lost.number
+    assert documents_repair() == []  # everything current: nothing rebuilt
+
+
+def test_document_cached__process_memory__database_away__keeps_serving_its_copy(prod, settings, monkeypatch):
+    from django.db import OperationalError
+
+    from rollout.services import documents
+
+    settings.CACHE_SHARED, settings.CACHE_LOCAL_CHECK_SECONDS = False, 0
+    served = services.document_publish_latest(environment_key="prod")
+
+    def away(**kwargs):
+        raise OperationalError("the database is restarting")
+
+    monkeypatch.setattr(documents, "revision_number_etag_latest", away)
+    assert document_cached(environment_key="prod")["revision"] == served["revision"]
+
+
+def test_revision__saved_whole__served_as_stored_under_its_etag(prod):
+    latest = prod.revisions.order_by("-number").first()
+    stored = {**latest.document, "environment": "production", "revision": latest.number + 1}
+    body = document_body(stored)
+    legacy = Revision.objects.create(
+        environment=prod, number=latest.number + 1, snapshot=stored, etag=document_etag(body)
+    )
+    assert document_body(Revision.objects.get(pk=legacy.pk).document) == body
