@@ -34,6 +34,8 @@ from .conf import statebag_settings
 MAX_SIZE = 2**53 - 1
 # What canonical JSON encodes (the manifest hash); PostgreSQL's jsonb stores these too.
 MIN_JSON_INT, MAX_JSON_INT = -(2**63), 2**64 - 1
+# Floats from here on are written with an exponent, which jsonb does not keep (see _scalar_check).
+MAX_STORED_FLOAT = 1e16
 # ManifestEntry.field's column.
 MAX_FIELD_NAME = 512
 # The highest version a manifest row can hold.
@@ -61,6 +63,12 @@ def _scalar_check(item: Any) -> None:
     elif kind is float:
         if not math.isfinite(item):
             raise ValueError("numbers must be finite")
+        # PostgreSQL's jsonb keeps a number's value, not its spelling: 1e16 comes back as the
+        # integer 10000000000000000 and -0.0 as 0.0, and the manifest hash would no longer match.
+        if abs(item) >= MAX_STORED_FLOAT:
+            raise ValueError(f"numbers of {MAX_STORED_FLOAT:.0e} or more must be integers (within 64 bits)")
+        if item == 0 and math.copysign(1.0, item) < 0:
+            raise ValueError("-0.0 is not stored as given: send 0 or 0.0")
     elif kind is int:
         if not MIN_JSON_INT <= item <= MAX_JSON_INT:
             raise ValueError(f"integers must be within {MIN_JSON_INT}..{MAX_JSON_INT}")

@@ -5,6 +5,12 @@ at the shared ``dicts/<id>.zdict``. Each such row becomes one row per owner whos
 it, marked ``legacy``: that owner's old frames still decode, no other owner's frames resolve to
 it, and it is never used for new writes (training makes per-owner ones, under ``o/<owner>/d/``).
 A legacy dictionary no frame names is dropped (its object stays in the store).
+
+Clients of earlier versions also stored dictionaries of their own at ``dicts/<id>.zdict``, with
+no row. Every owner whose frames name a dictionary it has no row for gets a legacy row for it
+too (size and samples unknown, recorded as 0; the workflow is that of a version holding such a
+frame), so that owner's versions written then still decode on the service. Running it again
+adds nothing.
 """
 
 import statebag.models
@@ -15,8 +21,6 @@ def split_per_owner(apps, schema_editor):
     Dictionary = apps.get_model("statebag", "CompressionDictionary")
     Blob = apps.get_model("statebag", "Blob")
     shared = list(Dictionary.objects.filter(owner_id=""))
-    if not shared:
-        return
     users = (
         Blob.objects.filter(dict_id__in=[row.dict_id for row in shared])
         .values_list("dict_id", "owner_id")
@@ -27,6 +31,8 @@ def split_per_owner(apps, schema_editor):
         owners.setdefault(dict_id, set()).add(owner_id)
     for row in shared:
         for owner_id in sorted(owners.get(row.dict_id, ())):
+            if Dictionary.objects.filter(owner_id=owner_id, dict_id=row.dict_id).exists():
+                continue
             created = Dictionary.objects.create(
                 owner_id=owner_id,
                 workflow_id=row.workflow_id,
@@ -39,11 +45,45 @@ def split_per_owner(apps, schema_editor):
             )
             Dictionary.objects.filter(pk=created.pk).update(created_at=row.created_at)
         row.delete()
+    add_frame_dictionaries(Dictionary, Blob)
+
+
+def add_frame_dictionaries(Dictionary, Blob):
+    """A legacy row for each (owner, dictionary) that the owner's frames name and no row records:
+    the dictionaries earlier clients stored at ``dicts/`` themselves."""
+    named = (
+        Blob.objects.exclude(dict_id="")
+        .values_list("owner_id", "dict_id")
+        .order_by("owner_id", "dict_id")
+        .distinct()
+    )
+    recorded = set(Dictionary.objects.exclude(owner_id="").values_list("owner_id", "dict_id"))
+    for owner_id, dict_id in list(named):
+        if not owner_id or (owner_id, dict_id) in recorded:
+            continue
+        workflows = (
+            Blob.objects.filter(owner_id=owner_id, dict_id=dict_id, manifests__isnull=False)
+            .values_list("manifests__execution__workflow_id", flat=True)
+            .order_by("manifests__execution__workflow_id")
+        )
+        Dictionary.objects.create(
+            owner_id=owner_id,
+            workflow_id=workflows.first() or "",
+            dict_id=dict_id,
+            size=0,
+            samples=0,
+            sample_bytes=0,
+            active=False,
+            legacy=True,
+        )
+        recorded.add((owner_id, dict_id))
 
 
 def merge_back(apps, schema_editor):
-    """Before this migration a dictionary id was unique and one was active per workflow."""
+    """Before this migration a dictionary id was unique and one was active per workflow, and a
+    client's own dictionary had no row."""
     Dictionary = apps.get_model("statebag", "CompressionDictionary")
+    Dictionary.objects.filter(legacy=True, size=0, samples=0).delete()
     seen: set[str] = set()
     active: set[str] = set()
     for row in Dictionary.objects.order_by("-active", "-created_at", "pk"):

@@ -7,6 +7,7 @@ only a dictionary of its own owner (``dictionary_ids_check``)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from datetime import timedelta
 
@@ -14,12 +15,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from analemma_sdk.statebag import ForeignDictionaryError, train_dictionary
+from analemma_sdk.statebag import metrics as sdk_metrics
 from analemma_sdk.statebag.keys import dictionary_key, validate_id
 from analemma_sdk.statebag.pointers import BlobRef
 
 from ..models import Blob, CompressionDictionary, Execution
 from .hydrators import reset_service_hydrators, service_reader
 from .stores import statebag_store
+
+logger = logging.getLogger("statebag.dictionaries")
 
 DICTIONARY_BYTES = 110 * 1024
 MIN_SAMPLES = 100
@@ -95,19 +99,28 @@ def dictionary_train(
 def dictionaries_train_recent(
     *, days: int = 7, size: int = DICTIONARY_BYTES, min_samples: int = MIN_SAMPLES
 ) -> list[CompressionDictionary]:
-    """One dictionary per (owner, workflow) with executions updated in the last ``days``."""
+    """One dictionary per (owner, workflow) with executions updated in the last ``days``.
+
+    Each is trained on its own: one that fails (an unreadable blob, a store error) is logged
+    and counted (``statebag_dictionary_training_failures_total``) and the others still train."""
     since = timezone.now() - timedelta(days=days)
-    pairs = (
+    pairs = list(
         Execution.objects.filter(updated_at__gte=since)
         .values_list("owner_id", "workflow_id")
         .order_by("owner_id", "workflow_id")
         .distinct()
     )
-    trained = [
-        dictionary_train(owner_id=owner, workflow_id=workflow, size=size, min_samples=min_samples)
-        for owner, workflow in pairs
-    ]
-    return [row for row in trained if row is not None]
+    trained = []
+    for owner, workflow in pairs:
+        try:
+            row = dictionary_train(owner_id=owner, workflow_id=workflow, size=size, min_samples=min_samples)
+        except Exception:
+            sdk_metrics.increment("statebag_dictionary_training_failures_total")
+            logger.exception("training the dictionary of owner %s, workflow %s failed", owner, workflow)
+            continue
+        if row is not None:
+            trained.append(row)
+    return trained
 
 
 def dictionary_ids_check(*, owner_id: str, dict_ids: Iterable[str]) -> None:

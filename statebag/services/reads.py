@@ -10,10 +10,11 @@ range is shortened (its Content-Range says so) and the client asks for the rest.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
-from django.core.files.storage import storages
+from django.core.files.storage import FileSystemStorage, storages
 
 from analemma_sdk.statebag import BlobNotFoundError, InvalidKeyError
 from analemma_sdk.statebag.keys import validate_key
@@ -21,7 +22,11 @@ from analemma_sdk.statebag.keys import validate_key
 from .stores import statebag_store
 
 MAX_READ_BYTES = 8 * 1024 * 1024
-_RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
+# ASCII digits only (``\d`` takes any script's, which HTTP does not), and at most 19 of them:
+# far past any object's size, and short of the length int() refuses to convert.
+MAX_POSITION_DIGITS = 19
+_RANGE_RE = re.compile(rf"bytes=([0-9]{{0,{MAX_POSITION_DIGITS}}})-([0-9]{{0,{MAX_POSITION_DIGITS}}})")
+_LONG_RANGE_RE = re.compile(r"bytes=[0-9]*-[0-9]*")
 
 
 class ObjectNotFound(LookupError):
@@ -90,7 +95,10 @@ def owner_object_read(owner_id: str, key: str, range_header: str | None) -> Obje
 
 def byte_range(header: str, size: int) -> tuple[int, int]:
     """(first, last), both inclusive, of a single byte range within an object of ``size``."""
-    match = _RANGE_RE.fullmatch(header.replace(" ", ""))
+    header = header.replace(" ", "")
+    match = _RANGE_RE.fullmatch(header)
+    if match is None and _LONG_RANGE_RE.fullmatch(header):
+        raise RangeInvalid(f"a Range position has at most {MAX_POSITION_DIGITS} digits")
     if match is None or (not match[1] and not match[2]):
         raise RangeInvalid("Range must be one byte range: bytes=first-last, bytes=first- or bytes=-suffix")
     if not match[1]:  # the last N bytes
@@ -108,6 +116,9 @@ def byte_range(header: str, size: int) -> tuple[int, int]:
 
 def _object_size(key: str) -> int:
     storage: Any = storages["statebag"]  # the storage the service's store is built from
+    # A folder has a size too (its directory entry's): it is no object, whatever the Range.
+    if isinstance(storage, FileSystemStorage) and not os.path.isfile(storage.path(key)):
+        raise ObjectNotFound()
     try:
         return int(storage.size(key))
     except (FileNotFoundError, NotADirectoryError):

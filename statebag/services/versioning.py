@@ -118,7 +118,11 @@ class StateVersioningService:
         try:
             with transaction.atomic():
                 record = self._commit(txn_id, rows, cohort)
-        except (ManifestConflictError, DanglingPointerError, IntegrityError) as exc:
+        except DanglingPointerError:
+            # Refused input changes nothing: the transaction stays prepared, for a corrected
+            # commit (a client that gives up aborts it, else the reaper does once it expires).
+            raise
+        except (ManifestConflictError, IntegrityError) as exc:
             self.abort(txn_id, reason=str(exc))
             if isinstance(exc, IntegrityError):
                 raise ManifestConflictError(f"concurrent commit: {exc}") from exc
@@ -498,7 +502,9 @@ def _resolve(
     owner_id: str, refs: list[BlobRef], *, uploaded: AbstractSet[str] = frozenset()
 ) -> tuple[set[int], dict[int, int]]:
     """Every pointer must name a frame of a live pack of the same owner (or one of ``uploaded``,
-    pending): the packs' ids, and the raw size of each frame named, by blob id."""
+    pending), and decode it as recorded (its codec, raw size and dictionary, the last checked
+    to be the owner's own when the frame was declared): the packs' ids, and the raw size of
+    each frame named, by blob id."""
     if not refs:
         return set(), {}
     # The packs first, then their frames by pack id (a frame's owner is its pack's): one join
@@ -510,17 +516,27 @@ def _resolve(
         )
     )
     index = {
-        (packs[pack_id], digest, offset, length): (blob_id, raw_size)
-        for blob_id, pack_id, digest, offset, length, raw_size in Blob.objects.filter(
+        (packs[pack_id], digest, offset, length): (blob_id, codec, raw_size, dict_id)
+        for blob_id, pack_id, digest, offset, length, codec, raw_size, dict_id in Blob.objects.filter(
             pack_id__in=packs
-        ).values_list("id", "pack_id", "digest", "offset", "length", "raw_size")
+        ).values_list("id", "pack_id", "digest", "offset", "length", "codec", "raw_size", "dict_id")
     }
     found: dict[int, int] = {}
     for ref in refs:
         blob = index.get((ref.key, ref.digest, ref.offset, ref.length))
         if blob is None:
             raise DanglingPointerError(f"no live frame {ref.digest[:12]} at {ref.key}@{ref.offset}")
-        found[blob[0]] = blob[1]
+        blob_id, codec, raw_size, dict_id = blob
+        named = {"codec": ref.codec, "raw_size": ref.raw_size, "dict_id": ref.dict_id or ""}
+        recorded = {"codec": codec, "raw_size": raw_size, "dict_id": dict_id}
+        wrong = [name for name in named if named[name] != recorded[name]]
+        if wrong:
+            raise DanglingPointerError(
+                f"the pointer to frame {ref.digest[:12]} at {ref.key}@{ref.offset} does not decode it "
+                "as recorded: "
+                + ", ".join(f"{name} {named[name]!r}, recorded {recorded[name]!r}" for name in wrong)
+            )
+        found[blob_id] = raw_size
     return set(packs), found
 
 

@@ -10,10 +10,12 @@ from analemma_sdk.statebag import (
     LocalFolderStore,
     StateHydrator,
     UnknownDictionaryError,
+    get_hydrator,
     train_dictionary,
 )
 from analemma_sdk.statebag.canonical import canonical_json, sha256_hex
 from analemma_sdk.statebag.codec import ZSTD, Compressor, ZstdDictionary
+from analemma_sdk.statebag.http_store import ServicePackStore
 from analemma_sdk.statebag.keys import dictionary_key, legacy_dictionary_key, pack_key
 from analemma_sdk.statebag.packs import build_pack
 from analemma_sdk.statebag.pointers import BlobRef
@@ -171,3 +173,21 @@ def test_hydrator__dictionary_naming_no_owner__refused(store):
         StateHydrator(use_zstd=True, dictionary=ZstdDictionary(b"d" * 1000), store=store)
     with pytest.raises(ValueError, match="owner"):
         StateHydrator(use_batching=True, store=store, dictionaries=[ZstdDictionary(b"d" * 1000)])
+
+
+def test_dictionary_on_a_store_read_through_the_service__refused_at_construction(monkeypatch):
+    """A client with no store of its own cannot publish a dictionary (the service takes objects
+    only as declared in prepare, and a dictionary is not one of them): it is told so when the
+    hydrator is made, not at its first dehydration."""
+    dictionary = train_dictionary(samples("acme"), size=4096, owner_id="acme")
+    through_service = ServicePackStore("http://127.0.0.1:9", "awk_x", timeout=0.5)
+    with pytest.raises(ValueError, match="a store of its own"):
+        StateHydrator(use_batching=True, use_zstd=True, dictionary=dictionary, store=through_service)
+    # The same through get_hydrator, configured with only the service's URL and a write key
+    monkeypatch.setenv("STATEBAG_SERVICE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("STATEBAG_WRITE_KEY", "awk_x")
+    monkeypatch.delenv("STATEBAG_STORE_URL", raising=False)
+    with pytest.raises(ValueError, match="STATEBAG_STORE_URL"):
+        get_hydrator(use_batching=True, use_zstd=True, dictionary=dictionary)
+    # Without zstd the dictionary is not used, so nothing needs publishing
+    assert StateHydrator(use_batching=True, dictionary=dictionary, store=through_service).mode == "batched"

@@ -270,6 +270,66 @@ def test_manifest_read__malformed_execution_id__400(client, bearer):
     refused(client.get(f"{BASE}/executions/x%20y/manifests/head", **bearer), 400, "invalid_request")
 
 
+@pytest.mark.parametrize(
+    "header, status",
+    [
+        ("bytes=" + "9" * 5000 + "-", 400),  # past int()'s 4,300-digit limit
+        ("bytes=0-" + "9" * 5000, 400),
+        ("bytes=-" + "9" * 5000, 400),
+        ("bytes=" + "9" * 20 + "-", 400),  # past the longest position taken
+        ("bytes=\u0663-", 400),  # an Arabic-Indic three: a digit to Python, not to HTTP
+        ("bytes=0-\u0663", 400),
+        ("bytes=-\u0663", 400),
+        ("bytes=\u00b2-", 400),  # "²"
+        ("bytes=\uff11-", 400),  # a fullwidth one
+        ("bytes=" + "9" * 19 + "-", 416),  # the longest position taken, past the end
+    ],
+    ids=[
+        "first 5000 digits",
+        "last 5000 digits",
+        "suffix 5000 digits",
+        "first 20 digits",
+        "arabic first",
+        "arabic last",
+        "arabic suffix",
+        "superscript",
+        "fullwidth",
+        "first 19 digits",
+    ],
+)
+def test_pack_read__range_numbers_huge_or_not_ascii__4xx(client, bearer, store, header, status):
+    built = Built()
+    store.put(built.key, built.data)
+    response = client.get(f"{BASE}/packs/{built.key}", HTTP_RANGE=header, **bearer)
+    refused(response, status, "invalid_request" if status == 400 else "range_not_satisfiable")
+
+
+@pytest.mark.parametrize("header", [None, "bytes=-0", "bytes=0-", "bytes=99999-"])
+@pytest.mark.parametrize("key", ["o/acme/p", "o/acme", "o/acme/p/00/" + "0" * 64 + ".asbp"])
+def test_pack_read__a_folder_or_missing_object_whatever_the_range__the_same_404(
+    client, bearer, store, key, header
+):
+    built = Built()
+    store.put(built.key, built.data)  # o/acme/p/ and o/acme/ are folders now
+    missing = client.get(f"{BASE}/packs/o/acme/p/00/{'0' * 64}.asbp", **bearer)
+    headers = bearer if header is None else {**bearer, "HTTP_RANGE": header}
+    response = client.get(f"{BASE}/packs/{key}", **headers)
+    refused(response, 404, "not_found")
+    assert response.content == missing.content
+
+
+@pytest.mark.parametrize(
+    "header", ["bytes=0-" + "9" * 19, "bytes=-" + "9" * 19, "bytes=0-", "bytes=000-0009999"]
+)
+def test_pack_read__range_at_the_longest_numbers__the_object(client, bearer, store, header):
+    built = Built()
+    store.put(built.key, built.data)
+    response = client.get(f"{BASE}/packs/{built.key}", HTTP_RANGE=header, **bearer)
+    assert response.status_code == 206, response.content[:400]
+    assert response.content == built.data
+    assert response["Content-Range"] == f"bytes 0-{len(built.data) - 1}/{len(built.data)}"
+
+
 BAD_COMMITS = {
     "malformed pointer": '{"entries": {"a": {"$sb": "blob", "v": 1, "d": "x"}}}',
     "list pointer missing parts": '{"entries": {"a": {"$sb": "list", "v": 1}}}',
@@ -284,6 +344,11 @@ BAD_COMMITS = {
     "1e400 in cohort": '{"entries": {}, "cohort": {"a": 1e400}}',
     "1e400 in entries": '{"entries": {"a": [1e400]}}',
     "integer past 64 bits": '{"entries": {"a": ' + str(2**64) + "}}",
+    # PostgreSQL gives these back as 10000000000000000 and 0.0: the manifest would fail its hash.
+    "float at 1e16": '{"entries": {"a": 1e16}}',
+    "float past 1e16 in a list": '{"entries": {"a": [1.5, -1e300]}}',
+    "negative zero": '{"entries": {"a": {"b": -0.0}}}',
+    "float past 1e16 in cohort": '{"entries": {}, "cohort": {"a": 2e20}}',
     "NUL in a value": '{"entries": {"a": "x\\u0000y"}}',
     "NUL in a field name": '{"entries": {"a\\u0000": 1}}',
     "lone surrogate": '{"entries": {"a": "\\ud800"}}',
@@ -303,15 +368,31 @@ def test_commit__input_that_crashed__4xx_nothing_written(client, bearer, name):
     assert CommitTransaction.objects.get().state == CommitTransaction.State.PREPARED
 
 
+def test_commit__floats_of_every_size_taken__read_back_as_committed(client, bearer):
+    """Every float a commit takes comes back from the database as it was sent, so the manifest
+    passes its hash check (PostgreSQL's jsonb keeps values, not spellings)."""
+    values = [9999999999999998.0, -9.5e15, 1e-7, 5e-324, 0.30000000000000004, 0.0, 2.5, -1.0]
+    txn = prepared(client, bearer)
+    body = '{"entries": {"a": [' + ", ".join(map(repr, values)) + '], "b": 1e15}, "cohort": {"c": 1.5e-9}}'
+    response = post(client, f"{PREPARE}/{txn}/commit", body, bearer)
+    assert response.status_code == 200, response.content[:600]
+    read = client.get(f"{BASE}/executions/e1/manifests/head", **bearer)
+    assert read.status_code == 200, read.content[:600]
+    assert read.json()["entries"] == {"a": values, "b": 1e15}
+    assert read.json()["cohort"] == {"c": 1.5e-9}
+
+
 @pytest.mark.parametrize(
     "change",
     [
         {"state": json.loads('{"a": 1}') | {"b": "x\x00"}},
         {"state": {"a": 2**64}},
+        {"state": {"a": 1e30}},
+        {"state": {"a": [-0.0]}},
         {"parent": "not-a-hash"},
         {"owner_id": "a/b"},
     ],
-    ids=["NUL", "int", "parent", "owner"],
+    ids=["NUL", "int", "float", "negative zero", "parent", "owner"],
 )
 def test_jobs__input_a_job_could_not_store__400_no_job(client, change):
     from statebag.models import DehydrationJob
@@ -496,7 +577,9 @@ def test_commit__transaction_id_not_a_uuid__404(client, bearer):
 
 
 @pytest.mark.parametrize("where", ["no such frame", "another transaction's pending pack"])
-def test_commit__pointer_to_a_frame_not_live__409_and_aborted(client, bearer, store, where):
+def test_commit__pointer_to_a_frame_not_live__409_nothing_changed_still_prepared(
+    client, bearer, store, where
+):
     mine, theirs = Built(), Built()
     prepared(client, bearer, [theirs.declared], execution_id="other")
     txn = prepared(client, bearer, [mine.declared])
@@ -504,9 +587,44 @@ def test_commit__pointer_to_a_frame_not_live__409_and_aborted(client, bearer, st
     pointer = (
         theirs.pointers()[0] if where != "no such frame" else dict(mine.pointers()[0], o=HEADER.size + 1)
     )
+    before = rows()
     refused(post(client, f"{PREPARE}/{txn}/commit", {"entries": {"a": pointer}}, bearer), 409, "conflict")
-    assert not Manifest.objects.exists()
-    assert CommitTransaction.objects.get(pk=txn).state == CommitTransaction.State.ABORTED
+    assert rows() == before and not Manifest.objects.exists()
+    # Refused input changes nothing: the client may send a corrected commit.
+    assert CommitTransaction.objects.get(pk=txn).state == CommitTransaction.State.PREPARED
+    committed(client, bearer, txn, {"a": mine.pointers()[0]})
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"c": "zstd"}, {"s": "raw_size + 5"}, {"c": "zstd", "x": "ab" * 16}, {"c": "gzip", "s": "raw_size + 5"}],
+    ids=["codec", "raw_size", "dict_id", "codec and raw_size"],
+)
+@pytest.mark.parametrize("as_chunk", [False, True], ids=["blob", "list chunk"])
+def test_commit__pointer_decoding_its_frame_otherwise__409_nothing_changed_still_prepared(
+    client, bearer, store, changes, as_chunk
+):
+    """A pointer names a frame by key, digest, offset and length; how to decode it (codec, raw
+    size, dictionary) must be what was declared for that frame at prepare, where a frame's
+    dictionary is checked to be the owner's own."""
+    built = Built()
+    txn = prepared(client, bearer, [built.declared])
+    store.put(built.key, built.data)
+    genuine = built.pointers()[0]
+    pointer = dict(genuine)
+    for field, value in changes.items():
+        pointer[field] = genuine["s"] + 5 if value == "raw_size + 5" else value
+    stored = as_list([pointer]) if as_chunk else pointer
+    before = rows()
+    answer = refused(
+        post(client, f"{PREPARE}/{txn}/commit", {"entries": {"a": stored}}, bearer), 409, "conflict"
+    )
+    names = {"c": "codec", "s": "raw_size", "x": "dict_id"}
+    assert all(names[field] in answer["error"] for field in changes), answer
+    assert rows() == before and not Manifest.objects.exists()
+    assert CommitTransaction.objects.get(pk=txn).state == CommitTransaction.State.PREPARED
+    committed(client, bearer, txn, {"a": as_list([genuine]) if as_chunk else genuine})
+    assert Manifest.objects.get().blobs.count() == 1
 
 
 def test_commit__aborted_transaction__410(client, bearer):

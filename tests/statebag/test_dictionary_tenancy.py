@@ -5,6 +5,7 @@ owner makes the service read them."""
 from __future__ import annotations
 
 import json
+import logging
 from datetime import timedelta
 from importlib import import_module
 
@@ -20,6 +21,7 @@ from analemma_sdk.statebag import (
     StateHydrator,
     UnknownDictionaryError,
 )
+from analemma_sdk.statebag import metrics as sdk_metrics
 from analemma_sdk.statebag.canonical import canonical_json, sha256_hex
 from analemma_sdk.statebag.codec import ZSTD, Compressor, ZstdDictionary, train_dictionary
 from analemma_sdk.statebag.http_store import HttpManifestStore
@@ -152,6 +154,35 @@ def test_train_recent__each_owner_gets_its_own_dictionary_under_its_prefix(servi
     assert b"acme" not in service_store.get(rows["globex"].key)
 
 
+def test_train_recent__one_owners_blob_unreadable__logged_counted_and_the_others_still_trained(
+    service_store, caplog
+):
+    # Given acme (first in order) whose recent versions include a frame naming globex's
+    # dictionary, so that acme's samples cannot be read, and initech with readable ones
+    for n in range(6):
+        run_job("acme", f"a{n}", secret_state("acme", n, n=60))
+        run_job("initech", f"i{n}", other_state("initech", n, n=60))
+    globex_dict = train_dictionary(
+        [canonical_json(other_state("globex", n)["messages"][0]) for n in range(300)],
+        size=8192,
+        owner_id="globex",
+    )
+    service_store.put(dictionary_key("globex", globex_dict.dict_id), globex_dict.data)
+    write, ref = frame_of("acme", globex_dict, service_store, "acme names globex's dictionary")
+    record_frame("acme", "a-bad", write, ref)
+    before = sdk_metrics.counters["statebag_dictionary_training_failures_total"]
+    # When the daily training runs
+    with caplog.at_level(logging.ERROR, logger="statebag.dictionaries"):
+        rows = dictionaries_train_recent(days=1, size=8 * 1024, min_samples=10)
+    # Then initech still got its dictionary; acme's failure was logged and counted
+    assert [(row.owner_id, row.workflow_id) for row in rows] == [("initech", "airline")]
+    assert not CompressionDictionary.objects.filter(owner_id="acme").exists()
+    assert sdk_metrics.counters["statebag_dictionary_training_failures_total"] == before + 1
+    [failure] = [r for r in caplog.records if r.name == "statebag.dictionaries"]
+    assert "acme" in failure.getMessage() and "airline" in failure.getMessage()
+    assert failure.exc_info and failure.exc_info[0] is UnknownDictionaryError
+
+
 def test_prepare__frames_name_another_owners_dictionary__refused_nothing_recorded(client, service_store):
     # Given acme's trained dictionary and a write key of globex
     acme_dict = train_dictionary(
@@ -276,6 +307,65 @@ def test_legacy_shared_dictionary__readable_by_the_owners_that_used_it_only(serv
         manifest_state(other, service_hydrator("initech", "airline")).to_dict()
 
 
+def test_client_dictionary_of_an_earlier_version__no_row__owner_reads_its_old_versions(service_store):
+    # Given an earlier client's own dictionary at dicts/<id>.zdict (no row: the client stored it)
+    # and a version of acme whose frame names it
+    own = ZstdDictionary(
+        train_dictionary(
+            [canonical_json(secret_state("acme", n)["messages"][0]) for n in range(300)], size=8192
+        ).data
+    )
+    service_store.put(legacy_dictionary_key(own.dict_id), own.data)
+    write, ref = frame_of("acme", own, service_store, f"acme card {CARD}")
+    head = record_frame("acme", "a1", write, ref)
+    assert not CompressionDictionary.objects.exists()
+    # When the migration runs (twice: it is idempotent)
+    migration = import_module("statebag.migrations.0008_dictionaries_per_owner")
+    migration.split_per_owner(apps, None)
+    migration.split_per_owner(apps, None)
+    # Then acme has it as an inactive legacy dictionary, and its old version reads on the service
+    row = CompressionDictionary.objects.get()
+    assert (row.owner_id, row.workflow_id, row.dict_id, row.legacy, row.active) == (
+        "acme",
+        "airline",
+        own.dict_id,
+        True,
+        False,
+    )
+    assert (
+        manifest_state(head, service_hydrator("acme", "airline"))
+        .to_dict()["note"]["content"]
+        .startswith("acme card")
+    )
+    # And another owner naming it does not resolve to it
+    write, ref = frame_of("initech", own, service_store, "initech guesses")
+    other = record_frame("initech", "i1", write, ref)
+    with pytest.raises(UnknownDictionaryError, match="initech"):
+        manifest_state(other, service_hydrator("initech", "airline")).to_dict()
+
+
+def test_legacy_shared_dictionary__client_reading_through_the_service__typed_failure(
+    live_server, service_store
+):
+    """The service serves only objects under the owner's prefix, and the dictionaries of earlier
+    versions are not: a client reading through the service cannot decode their frames (the
+    service itself can)."""
+    legacy = ZstdDictionary(
+        train_dictionary(
+            [canonical_json(secret_state("acme", n)["messages"][0]) for n in range(300)], size=8192
+        ).data
+    )
+    service_store.put(legacy_dictionary_key(legacy.dict_id), legacy.data)
+    write, ref = frame_of("acme", legacy, service_store, f"acme card {CARD}")
+    record_frame("acme", "a1", write, ref)
+    import_module("statebag.migrations.0008_dictionaries_per_owner").split_per_owner(apps, None)
+    _, acme = write_key("acme")
+    client = StateHydrator(use_batching=True, store=HttpManifestStore(live_server.url, acme).pack_store())
+    with pytest.raises(UnknownDictionaryError, match="acme"):
+        client.read_blobs([ref])
+    assert service_hydrator("acme", "airline").read_blobs([ref])[0].startswith(b'{"content":"acme card')
+
+
 def test_audit_store__dictionaries_under_owner_prefix__not_reported(service_store):
     service_store.put(dictionary_key("acme", "ab" * 16), b"dictionary bytes")
     service_store.put("o/acme/p/aa/ghost.asbp", b"x")
@@ -321,6 +411,55 @@ def test_migration__shared_dictionary__one_legacy_row_per_owner_that_used_it_and
         ("globex", "a" * 32, False, True),
     ]
     # And it migrates back to one row per dictionary
+    back = migrate([("statebag", "0007_key_prefix_fits_every_environment")])
+    assert list(
+        back.get_model("statebag", "CompressionDictionary").objects.values_list("dict_id", flat=True)
+    ) == ["a" * 32]
+    migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
+
+
+def test_migration__client_dictionaries_without_rows__one_legacy_row_per_owner_naming_one():
+    # Given the schema before dictionaries had owners: frames of acme and globex naming
+    # dictionaries their clients stored themselves (no row), one recorded shared dictionary,
+    # and frames with no dictionary
+    old = migrate([("statebag", "0007_key_prefix_fits_every_environment")])
+    dictionaries = old.get_model("statebag", "CompressionDictionary").objects
+    dictionaries.create(workflow_id="airline", dict_id="a" * 32, size=10, samples=5, active=True)
+    Pack = old.get_model("statebag", "Pack")
+    Blob = old.get_model("statebag", "Blob")
+    execution = old.get_model("statebag", "Execution").objects.create(
+        owner_id="acme", workflow_id="support", execution_id="x1"
+    )
+    manifest = old.get_model("statebag", "Manifest").objects.create(
+        execution=execution, version=1, hash="f" * 64
+    )
+    for n, (owner, dict_id) in enumerate(
+        [("acme", "c" * 32), ("acme", "c" * 32), ("acme", "a" * 32), ("globex", "c" * 32), ("globex", "")]
+    ):
+        pack = Pack.objects.create(key=f"o/{owner}/p/{n}", owner_id=owner, digest="d", size=1)
+        blob = Blob.objects.create(
+            pack=pack,
+            owner_id=owner,
+            digest="e",
+            offset=0,
+            length=1,
+            codec="zstd",
+            raw_size=1,
+            dict_id=dict_id,
+        )
+        if owner == "acme":
+            manifest.blobs.add(blob)
+    # When it migrates
+    migrate([("statebag", "0008_dictionaries_per_owner")])
+    # Then every owner has a legacy row for each dictionary its frames name, and only those
+    rows = CompressionDictionary.objects.order_by("owner_id", "dict_id")
+    assert [(r.owner_id, r.dict_id, r.workflow_id, r.active, r.legacy) for r in rows] == [
+        ("acme", "a" * 32, "airline", False, True),
+        ("acme", "c" * 32, "support", False, True),
+        ("globex", "c" * 32, "", False, True),
+    ]
+    assert {r.key for r in rows} == {legacy_dictionary_key("a" * 32), legacy_dictionary_key("c" * 32)}
+    # And back, only the recorded dictionary has a row, as before
     back = migrate([("statebag", "0007_key_prefix_fits_every_environment")])
     assert list(
         back.get_model("statebag", "CompressionDictionary").objects.values_list("dict_id", flat=True)

@@ -7,6 +7,7 @@ owner-scoped ranged-read endpoint; a failure after prepare aborts the transactio
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -36,7 +37,7 @@ STEP = """
 import json, sys
 from analemma_sdk.statebag import get_hydrator
 event = json.loads(sys.stdin.read())
-hydrator = get_hydrator(use_batching=True, use_zstd=True, use_2pc=True)
+hydrator = get_hydrator(**event["config"])
 state = hydrator.hydrate(event["payload"])
 seen = state.to_dict()
 for name, value in event["changes"].items():
@@ -83,11 +84,14 @@ def lambda_env(live_server, key, container, upload):
     return env
 
 
-def run_step(live_server, key, container, upload, payload, step_changes):
+BATCHED_2PC = {"use_batching": True, "use_zstd": True, "use_2pc": True}
+
+
+def run_step(live_server, key, container, upload, payload, step_changes, config=BATCHED_2PC):
     container.mkdir()
     done = subprocess.run(
         [sys.executable, "-c", STEP],
-        input=json.dumps({"payload": payload, "changes": step_changes}),
+        input=json.dumps({"payload": payload, "changes": step_changes, "config": config}),
         env=lambda_env(live_server, key, container, upload),
         capture_output=True,
         text=True,
@@ -118,6 +122,39 @@ def test_lambda_with_only_url_and_key__steps_in_new_containers__state_read_back(
     assert not [path for path in tmp_path.glob("container-*/**/*") if path.is_file()]
 
 
+@pytest.mark.parametrize(
+    "config",
+    [
+        {},  # every setting at its default: the legacy path, use_2pc off
+        {"use_batching": True, "use_zstd": True},
+        {"use_batching": False, "use_2pc": False},
+    ],
+    ids=["defaults", "batched-no-2pc", "legacy-no-2pc"],
+)
+def test_lambda_with_only_url_and_key__use_2pc_off__commits_through_the_service_anyway(
+    live_server, service_root, acme, tmp_path, config
+):
+    """The service is such a Lambda's store: whatever use_2pc says, its state is committed
+    through the service and read back by a new container."""
+    payload = {}
+    for step in (1, 2):
+        answer = run_step(
+            live_server, acme, tmp_path / f"container-{step}", None, payload, changes(step), config
+        )
+        assert answer["store"] == "ServicePackStore"
+        assert answer["seen"] == (expected_after(step - 1) if step > 1 else {})
+        payload = answer["payload"]
+        meta = payload["__statebag__"]
+        assert "degraded" not in meta and meta["version"] == step
+        assert meta["cfg"]["use_2pc"] is True  # the configuration it was written with
+    fresh = run_step(live_server, acme, tmp_path / "container-fresh", None, payload, {}, config)
+    assert fresh["seen"] == expected_after(2)
+    assert not CommitTransaction.objects.exclude(state=CommitTransaction.State.COMMITTED).exists()
+    assert {m.committed_via for m in Manifest.objects.all()} == {"2pc"}
+    assert Pack.objects.exists() and all((service_root / p.key).is_file() for p in Pack.objects.all())
+    assert not [path for path in tmp_path.glob("container-*/**/*") if path.is_file()]
+
+
 @pytest.mark.s3
 def test_lambda_with_only_url_and_key__service_on_s3__uploads_presigned_reads_through_the_service(
     live_server, statebag_storage, s3_endpoint, s3_bucket, s3_client, acme, tmp_path
@@ -133,16 +170,35 @@ def test_lambda_with_only_url_and_key__service_on_s3__uploads_presigned_reads_th
     assert not CommitTransaction.objects.exclude(state=CommitTransaction.State.COMMITTED).exists()
 
 
-def test_get_hydrator__store_of_its_own_or_no_2pc__not_read_through_the_service(monkeypatch, tmp_path):
+def test_get_hydrator__only_url_and_key__the_service_is_the_store_and_commits_are_two_phase(
+    monkeypatch, tmp_path, caplog
+):
     monkeypatch.setenv("STATEBAG_SERVICE_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("STATEBAG_WRITE_KEY", "awk_x")
-    monkeypatch.delenv("STATEBAG_STORE_URL", raising=False)
-    assert isinstance(get_hydrator(use_batching=True, use_2pc=True).store, ServicePackStore)
-    assert not isinstance(get_hydrator(use_batching=True, use_2pc=False).store, ServicePackStore)
+    for name in ("STATEBAG_STORE_URL", "USE_BATCHING", "USE_ZSTD", "ZSTD_LEVEL", "USE_2PC"):
+        monkeypatch.delenv(name, raising=False)
+    # use_2pc off, by argument, by the emergency override or by default: two phases anyway
+    with caplog.at_level(logging.INFO, logger="analemma_sdk.statebag"):
+        without = get_hydrator(use_batching=True, use_2pc=False)
+    assert "committing in two phases through the service" in caplog.text
+    assert isinstance(without.store, ServicePackStore) and without.use_2pc
+    assert isinstance(without.manifest_store, HttpManifestStore)
+    with_2pc = get_hydrator(use_batching=True, use_2pc=True)
+    assert with_2pc is without
+    monkeypatch.setenv("USE_2PC", "0")
+    assert get_hydrator(use_batching=True) is with_2pc
+    monkeypatch.delenv("USE_2PC")
+    legacy = get_hydrator()
+    assert isinstance(legacy.store, ServicePackStore) and legacy.use_2pc and legacy.mode == "legacy"
+    assert legacy.manifest_store is with_2pc.manifest_store
+    # With a store given, or one of its own, use_2pc is as resolved and the store is read directly
+    given = LocalFolderStore(tmp_path / "given")
+    assert get_hydrator(store=given).store is given and not get_hydrator(store=given).use_2pc
     monkeypatch.setenv("STATEBAG_STORE_URL", f"file://{tmp_path / 'own'}")
     reset_hydrators()
     own = get_hydrator(use_batching=True, use_2pc=True).store  # S3 or a folder: read directly
     assert isinstance(own, LocalFolderStore) and own.root == (tmp_path / "own").resolve()
+    assert not get_hydrator(use_batching=True, use_2pc=False).use_2pc
 
 
 def test_lambda_with_only_url_and_key__service_down__typed_error_not_a_local_write(monkeypatch, tmp_path):

@@ -45,7 +45,15 @@ class Committer:
         dictionary: ZstdDictionary | None = None,
     ) -> None:
         """``dictionary``: the one its owner's frames are compressed with, saved under that
-        owner's prefix before the first upload that uses it, so that any reader can find it."""
+        owner's prefix before the first upload that uses it, so that any reader can find it.
+        That needs a store that takes direct writes: the service's store, read through the
+        service, takes objects only as a prepare declares them, and a dictionary is not one."""
+        if dictionary is not None and not getattr(store, "direct_writes", True):
+            raise ValueError(
+                f"compression dictionary {dictionary.dict_id} needs a store of its own to be "
+                f"published in, and {store!r} is the service's store read through the service: "
+                "set STATEBAG_STORE_URL (e.g. the service's bucket) or use no dictionary"
+            )
         self.store = store
         self.cache = cache
         self.known = known

@@ -3,10 +3,17 @@ the environment the way the original system was (USE_BATCHING, USE_ZSTD, ZSTD_LE
 the execution's own payload and the flag set (precedence in ``config``).
 
 Hydrators with different configurations share one store (and so one set of clients).
+
+A client with the service's URL and a write key but no store of its own (no
+STATEBAG_STORE_URL, no ``store``) keeps its state in the service's store: it reads it through
+the service and writes it only at the upload URLs of a prepared transaction, so it commits in
+two phases through the service whatever ``use_2pc`` resolves to (and its payloads record
+``use_2pc`` on, the configuration they were written with).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Any
@@ -20,6 +27,8 @@ from .stores import BlobStore
 # default_store and store_from_url live in store_urls.py (the hydrator needs the default store
 # too); they are still reached from here, as before.
 __all__ = ["default_manifest_store", "default_store", "get_hydrator", "reset_hydrators", "store_from_url"]
+
+logger = logging.getLogger("analemma_sdk.statebag")
 
 _lock = threading.Lock()
 _hydrators: dict[tuple[Any, ...], StateHydrator] = {}
@@ -72,19 +81,29 @@ def get_hydrator(
         unit=unit,
         event=event,
     )
-    if "manifest_store" not in options and config.use_2pc:
+    use_2pc = config.use_2pc
+    if "manifest_store" not in options and use_2pc:
         options["manifest_store"] = default_manifest_store()
-    pack_store = getattr(options.get("manifest_store"), "pack_store", None)
-    if store is None and callable(pack_store) and not os.environ.get("STATEBAG_STORE_URL"):
-        # No store of its own (only the service's URL and a write key): read the service's
-        # store through the service, and upload to the URLs prepare hands out.
-        store = pack_store()
+    through_service = False
+    if store is None and not os.environ.get("STATEBAG_STORE_URL"):
+        manifest_store = (
+            options["manifest_store"] if "manifest_store" in options else default_manifest_store()
+        )
+        pack_store = getattr(manifest_store, "pack_store", None)
+        if callable(pack_store):
+            # No store of its own (only the service's URL and a write key): the service is the
+            # store. Read it through the service and upload to the URLs prepare hands out,
+            # which only a two-phase commit does.
+            store = pack_store()
+            options["manifest_store"] = manifest_store
+            through_service = not use_2pc
+            use_2pc = True
     resolved_store = store if store is not None else default_store()
     key = (
         config.use_batching,
         config.use_zstd,
         config.zstd_level,
-        config.use_2pc,
+        use_2pc,
         id(resolved_store),
         tuple(sorted((k, id(v) if k == "manifest_store" else repr(v)) for k, v in options.items())),
     )
@@ -95,11 +114,17 @@ def get_hydrator(
                 use_batching=config.use_batching,
                 use_zstd=config.use_zstd,
                 zstd_level=config.zstd_level,
-                use_2pc=config.use_2pc,
+                use_2pc=use_2pc,
                 store=resolved_store,
                 **options,
             )
             _hydrators[key] = hydrator
+            if through_service:
+                logger.info(
+                    "use_2pc is off (%s) but this client has no store of its own "
+                    "(STATEBAG_STORE_URL): committing in two phases through the service",
+                    config.sources["use_2pc"],
+                )
         return hydrator
 
 

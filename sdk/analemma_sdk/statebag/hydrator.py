@@ -92,6 +92,7 @@ class StateHydrator:
         chunk_target: int = DEFAULT_CHUNK_TARGET,
         max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
         cache_bytes: int = 64 * 1024 * 1024,
+        cache: BlobCache | None = None,
         temperatures: TemperatureRegistry | Mapping[str, Any] | None = None,
         manifest_store: ManifestStore | None = None,
         use_2pc: bool = False,
@@ -99,7 +100,9 @@ class StateHydrator:
         compression_level: int | None = None,
     ) -> None:
         """``store`` defaults to the process-wide store (STATEBAG_STORE_URL, else a temp folder).
-        ``compression_level`` is the deprecated name of ``zstd_level``.
+        ``compression_level`` is the deprecated name of ``zstd_level``. ``cache``: a blob cache
+        to use instead of one of ``cache_bytes`` of its own; it answers by digest, so share one
+        only between hydrators that read for the same owner.
 
         ``dictionary`` (with ``use_zstd``) compresses the values of the owner it names, and
         only theirs; it is stored under that owner's prefix. ``dictionaries`` are further ones
@@ -132,7 +135,7 @@ class StateHydrator:
         self.compressor = Compressor(codec, zstd_level, dictionary if use_zstd else None)
         self.zstd_level = zstd_level
         # The legacy path is the original system's: it keeps nothing between calls.
-        self.cache = BlobCache(cache_bytes if self.use_batching else 0)
+        self.cache = cache if cache is not None else BlobCache(cache_bytes if self.use_batching else 0)
         self.manifest_store = manifest_store
         self.cohort = dict(cohort or self.config_tag())
         loaded = list(owned_dictionaries(dictionaries).values())
