@@ -6,7 +6,7 @@ same way rollout.api.flagset does; everything else — a cold cache, an unknown 
 that needs an HTTPS redirect or a host check — goes to Django unchanged.
 
 With a cache every process shares (Redis), each web process also keeps what it read from it
-for ROLLOUT_FASTPATH_MEMO_SECONDS (0.5 s by default): a poll then costs no round trip at all,
+for ROLLOUT_FASTPATH_MEMO_SECONDS (0.25 s by default): a poll then costs no round trip at all,
 and a new revision or a revoked key reaches every process within that time. Without one the
 cache is process memory already, checked against the database twice a second
 (rollout.services.documents), so there is nothing to memoise.
@@ -42,7 +42,7 @@ class _Memo:
         self._clock = clock
 
     def get(self, key: str, load: Callable[[], Any]) -> Any:
-        ttl = getattr(settings, "ROLLOUT_FASTPATH_MEMO_SECONDS", 0.5 if settings.CACHE_SHARED else 0.0)
+        ttl = getattr(settings, "ROLLOUT_FASTPATH_MEMO_SECONDS", 0.25 if settings.CACHE_SHARED else 0.0)
         now = self._clock()
         hit = self._entries.get(key)
         if hit is not None and now - hit[0] < ttl:
