@@ -111,18 +111,22 @@ def document_cached(*, environment_key: str) -> dict[str, Any] | None:
     entry: dict[str, Any] | None = cache.get(cache_key(environment_key))
     if entry is None or settings.CACHE_SHARED:
         return entry
-    if time.monotonic() - entry["checked"] < settings.CACHE_LOCAL_CHECK_SECONDS:
+    # When this process last confirmed the entry: a small key of its own, so a confirmation
+    # does not write the whole document into the cache again.
+    checked_key = cache_key(environment_key) + ":checked"
+    checked = max(entry["checked"], cache.get(checked_key, 0.0))
+    if time.monotonic() - checked < settings.CACHE_LOCAL_CHECK_SECONDS:
         return entry
     try:
         latest = revision_number_etag_latest(environment_key=environment_key)
     except DatabaseError as exc:
         # The database is away: keep serving what this process has, it was current a moment
-        # ago (the shared-cache path would do the same).
+        # ago (the shared-cache path would do the same), and ask again after the same pause.
         logger.warning("flag-set check against the database failed (%s): serving r%s", exc, entry["revision"])
+        cache.set(checked_key, time.monotonic(), timeout=None)
         return entry
     if latest == (entry["revision"], entry["etag"]):
-        entry["checked"] = time.monotonic()  # process memory: the cached dict itself
-        cache.set(cache_key(environment_key), entry, timeout=None)
+        cache.set(checked_key, time.monotonic(), timeout=None)
         return entry
     return document_publish_latest(environment_key=environment_key)
 

@@ -10,7 +10,8 @@ guard hooks.
   they still have that right, and pauses the plan with an audit entry when they do not.
 * A plan whose step fails is marked failed with its reason and audited; the other plans go on.
 * An abort restores only the plan's flag, in each environment the plan touched, to its state
-  before the plan: another operator's change to another flag made meanwhile stays.
+  just before the plan first changed it there: another operator's change to another flag, or
+  to this flag before the plan reached that environment, stays.
 
 A guard is any callable ``guard(plan, step) -> GuardVerdict`` named in settings.ROLLOUT_GUARDS
 (dotted paths). Before each step the plan asks every guard; one that says no aborts the plan.
