@@ -2,9 +2,10 @@
 
     python bench/compression.py --train DIR --eval DIR
 
-Blobs are what the state bag stores: the canonical JSON of each field of each document, and
-of each message of list fields (a sealed chunk is a run of such messages). The dictionary is
-trained on the train corpus only.
+Blobs are what the state bag stores: the value JSON (``canonical.value_json``, key order kept)
+of each field of each document, and of each message of list fields (a sealed chunk is a run of
+such messages). The dictionary is trained on the train corpus only. Throughput here is of the
+codecs alone, on bytes already encoded; ``dehydrate_throughput.py`` measures a dehydration.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from _common import DEFAULT_CORPUS, emit_json, load_corpus, print_table
 
 from analemma_sdk.statebag import train_dictionary
-from analemma_sdk.statebag.canonical import canonical_json
+from analemma_sdk.statebag.canonical import value_json
 from analemma_sdk.statebag.codec import ZSTD, Compressor, decode
 
 
@@ -25,7 +26,7 @@ def field_blobs(directory: Path) -> list[bytes]:
     blobs = []
     for doc in load_corpus(directory):
         for value in doc.values():
-            blobs.append(canonical_json(value))
+            blobs.append(value_json(value))
     return blobs
 
 
@@ -49,8 +50,8 @@ def main() -> None:
     args = parser.parse_args()
 
     train_docs = load_corpus(args.train)
-    samples = [canonical_json(v) for d in train_docs for v in d.values()]
-    samples += [canonical_json(m) for d in train_docs for v in d.values() if isinstance(v, list) for m in v]
+    samples = [value_json(v) for d in train_docs for v in d.values()]
+    samples += [value_json(m) for d in train_docs for v in d.values() if isinstance(v, list) for m in v]
     dictionary = train_dictionary(samples, size=args.dict_size)
     blobs = field_blobs(args.eval)
 

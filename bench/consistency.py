@@ -145,6 +145,9 @@ class Schedule:
         self.store = FaultyStore(self.plain, self.injector)
         self.kill = kill
         self.owner = f"owner-{index}"
+        # Every other schedule keeps values in the payload as inline frames, so versions that
+        # upload nothing (one-call records) race GC, retention and the reaper too.
+        self.inline_frames = index % 2 == 1
         self.acknowledged: dict[tuple[str, int], tuple[str, dict[str, Any]]] = {}
         self.errors: list[str] = []
         self.stop = threading.Event()
@@ -158,6 +161,7 @@ class Schedule:
             use_batching=True,
             use_zstd=True,
             use_2pc=True,
+            inline_frames=self.inline_frames,
             store=self.store,
             manifest_store=StateVersioningService(use_2pc=True),
         )

@@ -4,6 +4,7 @@ from statebag.schemas before a service runs, and every refusal is a JSON error w
 * Dehydration jobs, for pipelines with a Django session and the model permissions.
 * The two-phase commit for clients that write their own packs (Lambdas through the SDK's
   HttpManifestStore), authenticated by an owner-scoped write key; no session, so no CSRF.
+* One call for a version that uploads nothing (most steps), with the same key.
 * Uploads to the service's own store, authenticated by the signed token in their URL.
 * Ranged reads of the owner's own stored objects, with the write key, for clients that cannot
   reach the store themselves.
@@ -47,6 +48,7 @@ from .schemas import (
     ManifestRecordOut,
     PreparedOut,
     PrepareIn,
+    RecordIn,
     StoredOut,
     Version,
 )
@@ -209,6 +211,25 @@ def transaction_commit(request: HttpRequest, txn_id: UUID, body: CommitIn) -> An
 def transaction_abort(request: HttpRequest, txn_id: UUID) -> Any:
     remote.abort(_owner(request), str(txn_id))
     return {"aborted": str(txn_id)}
+
+
+@router.post(
+    "/manifests",
+    url_name="statebag-record",
+    auth=write_key,
+    response={201: ManifestRecordOut, 200: ManifestRecordOut, **_SCOPED, 409: ErrorOut, 500: ErrorOut},
+    summary="Record a version that uploads nothing, in one call",
+    description="For a step whose state rides in its payload, or keeps blobs already stored: no "
+    "transaction to prepare, since nothing is uploaded. Every blob its entries point at must be "
+    "a frame of a live pack of the owner, as the pointer describes it; that is checked, and the "
+    "packs held against collection, within the call's own database transaction (else 409 "
+    "conflict, and nothing is written). 201 with the new version; 200 with the version an "
+    "earlier call with the same idempotency key recorded, and its entries.",
+)
+@_answers_errors
+def manifest_record(request: HttpRequest, body: RecordIn) -> Any:
+    answer, created = remote.record(_owner(request), body.as_draft())
+    return Status(201 if created else 200, answer)
 
 
 @router.get(

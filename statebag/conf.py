@@ -16,6 +16,7 @@ from django.conf import settings
 class StatebagSettings:
     payload_budget: int
     inline_threshold: int
+    inline_frames: bool
     max_blob_bytes: int
     use_2pc: bool
     zstd_level: int
@@ -24,6 +25,10 @@ class StatebagSettings:
     retain_last_versions: int
     finished_ttl: timedelta
     gc_dlq_url: str
+    envelope_quiet: timedelta
+    envelope_max_versions: int
+    envelope_max_bytes: int
+    envelope_batch: int
 
 
 def statebag_settings() -> StatebagSettings:
@@ -32,6 +37,7 @@ def statebag_settings() -> StatebagSettings:
     return StatebagSettings(
         payload_budget=values["PAYLOAD_BUDGET"],
         inline_threshold=values["INLINE_THRESHOLD"],
+        inline_frames=values.get("INLINE_FRAMES", True),
         max_blob_bytes=values["MAX_BLOB_BYTES"],
         use_2pc=values["USE_2PC"],
         zstd_level=values["ZSTD_LEVEL"],
@@ -40,4 +46,8 @@ def statebag_settings() -> StatebagSettings:
         retain_last_versions=values["RETAIN_LAST_VERSIONS"],
         finished_ttl=timedelta(days=values["FINISHED_TTL_DAYS"]),
         gc_dlq_url=values["GC_DLQ_URL"],
+        envelope_quiet=timedelta(seconds=values["ENVELOPE_QUIET_SECONDS"]),
+        envelope_max_versions=values["ENVELOPE_MAX_VERSIONS"],
+        envelope_max_bytes=values["ENVELOPE_MAX_BYTES"],
+        envelope_batch=values["ENVELOPE_BATCH"],
     )

@@ -5,14 +5,54 @@ and nothing updates them. An execution's head is the only pointer that moves.
 """
 
 import uuid
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
 from analemma_sdk.statebag import InvalidKeyError
+from analemma_sdk.statebag.canonical import parse_json, value_json
 from analemma_sdk.statebag.keys import dictionary_key, legacy_dictionary_key, validate_id
 from keys.models import SecretKey
+
+
+class UnreadableJSON:
+    """Stored text that is not JSON: the row was changed outside the service. It is handed on
+    as this (never as a value), so nothing hashes or serves it as if it were one."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"<not JSON: {self.text[:80]!r}>"
+
+    __str__ = __repr__
+
+
+class JSONTextField(models.JSONField):
+    """A JSON value stored as its text (``value_json``), so its objects keep their keys in the
+    order they were given: PostgreSQL's jsonb sorts them, and agents replay these values into
+    LLM prompts, where the order is part of the content. A text column on every backend; read
+    back with ``parse_json``, which keeps the order too. Forms and the admin show it as JSON."""
+
+    description = "A JSON value, stored as text in its key order"
+
+    def get_internal_type(self) -> str:
+        return "TextField"
+
+    def get_db_prep_value(self, value: Any, connection: Any, prepared: bool = False) -> Any:
+        if not prepared:
+            value = self.get_prep_value(value)
+        return None if value is None else value_json(value).decode("utf-8")
+
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return parse_json(value.encode("utf-8"))
+        except ValueError:
+            return UnreadableJSON(value)
 
 
 def validate_owner_id(value: str) -> None:
@@ -42,6 +82,10 @@ class Execution(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    enveloped_version = models.PositiveIntegerField(
+        default=0,
+        help_text="Versions up to this one are written to the store in envelope segments.",
+    )
 
     class Meta:
         constraints = [
@@ -51,6 +95,40 @@ class Execution(models.Model):
 
     def __str__(self) -> str:
         return f"{self.owner_id}/{self.execution_id}"
+
+
+class EnvelopeSegment(models.Model):
+    """One envelope object in the store: an execution's versions first..last, written in one
+    flush. Recorded before its upload, so every key that may exist is known without listing the
+    store: a crash between the two leaves the row, and the next flush writes the same range."""
+
+    execution = models.ForeignKey(Execution, on_delete=models.PROTECT, related_name="envelope_segments")
+    first_version = models.PositiveIntegerField()
+    last_version = models.PositiveIntegerField()
+    key = models.CharField(max_length=512, unique=True, help_text="Object key inside the store.")
+    size = models.BigIntegerField(default=0, help_text="Object size in bytes, once written.")
+    written_at = models.DateTimeField(
+        null=True, blank=True, help_text="Empty while the upload may not have happened yet."
+    )
+    gc_candidate_since = models.DateTimeField(
+        null=True, blank=True, db_index=True, help_text="Set when retention released one of its versions."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["execution", "first_version"], name="envelope_segment_unique_start"
+            ),
+            models.CheckConstraint(
+                condition=Q(first_version__gte=1) & Q(last_version__gte=F("first_version")),
+                name="envelope_segment_range_valid",
+            ),
+        ]
+        ordering = ["execution_id", "first_version"]
+
+    def __str__(self) -> str:
+        return self.key
 
 
 class Pack(models.Model):
@@ -140,7 +218,10 @@ class Manifest(models.Model):
         default=0, help_text="Canonical bytes of the offloaded values it references."
     )
     committed_via = models.CharField(
-        max_length=8, default="direct", help_text="2pc, or direct (recorded after its uploads, one step)."
+        max_length=8,
+        default="direct",
+        help_text="2pc; direct (recorded after its uploads, one step); or noupload (nothing uploaded, "
+        "so nothing for a collector to race: one step is the whole protocol).",
     )
     retained = models.BooleanField(
         default=True, db_index=True, help_text="False once retention released it to GC."
@@ -192,7 +273,7 @@ class ManifestEntry(models.Model):
     field = models.CharField(max_length=512)
     kind = models.CharField(max_length=8, choices=Kind.choices)
     digest = models.CharField(max_length=64, blank=True, default="", help_text="Blob digest (blob kind).")
-    stored = models.JSONField(help_text="The field's stored form: inline value or pointer.")
+    stored = JSONTextField(help_text="The field's stored form: inline value or pointer, as JSON text.")
 
     class Meta:
         constraints = [
@@ -293,10 +374,10 @@ class DehydrationJob(models.Model):
     workflow_id = models.CharField(max_length=128)
     execution_id = models.CharField(max_length=128)
     parent = models.CharField(max_length=64, blank=True, default="", help_text="Manifest hash it follows.")
-    state = models.JSONField(help_text="The submitted state; cleared once the job succeeded.")
+    state = JSONTextField(help_text="The submitted state; cleared once the job succeeded.")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
     attempts = models.PositiveIntegerField(default=0)
-    payload = models.JSONField(null=True, blank=True, help_text="The control-plane payload it produced.")
+    payload = JSONTextField(null=True, blank=True, help_text="The control-plane payload it produced.")
     manifest = models.ForeignKey(Manifest, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     error = models.TextField(blank=True, default="")
     submitted_by = models.CharField(max_length=150, blank=True, default="")

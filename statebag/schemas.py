@@ -7,7 +7,10 @@ at every limit holds the write lock for at most about 100 ms (bench/api_limits.p
 client cannot starve the others.
 Values stored as given (a commit's entries and cohort, a job's state) must be JSON that both
 database backends store and the manifest hash encodes: finite numbers, integers within 64
-bits, strings without U+0000 or lone surrogates, nested at most ``API_MAX_JSON_DEPTH``."""
+bits, strings without U+0000 or lone surrogates, nested at most ``API_MAX_JSON_DEPTH``. They
+are stored as sent, objects' keys in their order (parsing keeps it: the body parser's dicts
+and these schemas' ``dict`` fields keep insertion order). An inline frame in the entries must
+decode to what it claims (its size and sha256), within ``STATEBAG_MAX_BLOB_BYTES`` in all."""
 
 from __future__ import annotations
 
@@ -21,11 +24,12 @@ from ninja import Schema
 from pydantic import AfterValidator, Field, StrictInt, ValidationInfo, field_validator
 
 from analemma_sdk.statebag.codec import CODECS, RAW, ZSTD
-from analemma_sdk.statebag.errors import InvalidKeyError, MalformedPointerError
+from analemma_sdk.statebag.errors import InvalidKeyError, MalformedPointerError, StateBagError
+from analemma_sdk.statebag.inline import decode_inline
 from analemma_sdk.statebag.keys import MAX_KEY_LEN, object_key, pack_key, validate_id, validate_key
-from analemma_sdk.statebag.manifests import PackWrite, PrepareRequest
+from analemma_sdk.statebag.manifests import ManifestDraft, PackWrite, PrepareRequest
 from analemma_sdk.statebag.packs import FOOTER, HEADER, FrameRef
-from analemma_sdk.statebag.pointers import BlobRef, ListRef, parse_pointer
+from analemma_sdk.statebag.pointers import BlobRef, InlineRef, ListRef, parse_pointer
 from core.api import DEFAULT_MAX_JSON_DEPTH
 
 from .conf import statebag_settings
@@ -108,9 +112,11 @@ def _fields_check(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def _entries_check(entries: dict[str, Any]) -> dict[str, Any]:
-    """Every pointer well-formed (the SDK's own parser), and not too many of them."""
+    """Every pointer well-formed (the SDK's own parser), not too many of them, and every inline
+    frame what it claims to be."""
     _fields_check(entries)
     pointers = 0
+    inline_bytes, max_bytes = 0, statebag_settings().max_blob_bytes
     for name, stored in entries.items():
         try:
             pointer = parse_pointer(stored)
@@ -120,6 +126,17 @@ def _entries_check(entries: dict[str, Any]) -> dict[str, Any]:
             pointers += 1
         elif isinstance(pointer, ListRef):
             pointers += len(pointer.chunks)
+        elif isinstance(pointer, InlineRef):
+            # Checked before it is decoded: a small body must not make the service inflate more.
+            inline_bytes += pointer.raw_size
+            if inline_bytes > max_bytes:
+                raise ValueError(
+                    f"field {name[:64]!r}: inline frames decode to over {max_bytes} bytes in all"
+                )
+            try:
+                decode_inline(pointer, max_bytes)
+            except StateBagError as exc:
+                raise ValueError(f"field {name[:64]!r}: {exc}") from None
     if pointers > LIMITS["POINTERS"]:
         raise ValueError(f"at most {LIMITS['POINTERS']} blob pointers, got {pointers}")
     # What the commit writes under its lock grows with this, not with the body (a job's state
@@ -300,6 +317,52 @@ class PrepareIn(Schema):
             parents=tuple(self.parents),
             packs=tuple(p.as_write() for p in self.packs),
             reused=tuple(self.reused),
+            idempotency_key=self.idempotency_key,
+        )
+
+
+def _parents_distinct(parents: list[str]) -> list[str]:
+    if len(set(parents)) != len(parents):
+        raise ValueError("a parent is named twice")
+    return parents
+
+
+Parents = Annotated[
+    list[Digest],
+    Field(
+        max_length=LIMITS["PARENTS"],
+        description="Parent manifests' hashes: the head, or several after a fan-in.",
+    ),
+    AfterValidator(_parents_distinct),
+]
+IdempotencyKey = Annotated[str, Field(max_length=128), AfterValidator(text_check)]
+
+
+class RecordIn(Schema):
+    """A version that uploads nothing, recorded in one call."""
+
+    owner_id: Id = Field(description="Must be the write key's owner.")
+    workflow_id: Id
+    execution_id: Id
+    parents: Parents = []
+    entries: Entries = Field(
+        description="Field → stored form (an inline value or a pointer); every blob pointer must "
+        "name a frame of a live pack of the owner."
+    )
+    cohort: Cohort = Field(default={}, description="The flag values the version was written under.")
+    idempotency_key: IdempotencyKey | None = Field(
+        None, description="A retry with the same key answers the version the first call recorded."
+    )
+
+    def as_draft(self) -> ManifestDraft:
+        return ManifestDraft(
+            owner_id=self.owner_id,
+            workflow_id=self.workflow_id,
+            execution_id=self.execution_id,
+            parents=tuple(self.parents),
+            entries=self.entries,
+            packs=(),
+            cohort=self.cohort,
             idempotency_key=self.idempotency_key,
         )
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Task, shared_task
 
-from .services import collection, dictionaries, jobs
+from .services import collection, dictionaries, envelopes, jobs
 
 
 @shared_task(name="statebag.reap_expired_transactions")
@@ -28,6 +28,11 @@ def gc_sweep() -> int:
 @shared_task(name="statebag.apply_retention")
 def apply_retention() -> int:
     return collection.retention_apply().pk
+
+
+@shared_task(name="statebag.write_envelopes")
+def write_envelopes() -> dict[str, Any]:
+    return envelopes.envelopes_write().summary()
 
 
 @shared_task(name="statebag.train_dictionaries")

@@ -62,5 +62,6 @@ CELERY_TASK_ROUTES = {
     "statebag.apply_retention": {"queue": gc_queue_name(_gc_dlq_url)},
     "statebag.run_dehydration_job": {"queue": CeleryQueue.STATEBAG.value},
     "statebag.train_dictionaries": {"queue": CeleryQueue.STATEBAG.value},
+    "statebag.write_envelopes": {"queue": CeleryQueue.STATEBAG.value},
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"

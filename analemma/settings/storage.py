@@ -38,6 +38,8 @@ STORAGES = {
 STATEBAG = {
     "PAYLOAD_BUDGET": env.int("STATEBAG_PAYLOAD_BUDGET", default=16 * 1024),
     "INLINE_THRESHOLD": env.int("STATEBAG_INLINE_THRESHOLD", default=1024),
+    # Data-plane values stay in the payload as compressed frames while it fits its budget.
+    "INLINE_FRAMES": env.bool("STATEBAG_INLINE_FRAMES", default=True),
     "MAX_BLOB_BYTES": env.int("STATEBAG_MAX_BLOB_BYTES", default=64 * 1024 * 1024),
     "USE_2PC": env.bool("USE_2PC", default=False),
     "ZSTD_LEVEL": env.int("ZSTD_LEVEL", default=3),
@@ -51,4 +53,12 @@ STATEBAG = {
     # GC work goes to this Celery queue (the original system's dead-letter queue for cleanups):
     # a queue name, or a URL whose last path segment names it (an SQS queue URL, say).
     "GC_DLQ_URL": env.str("GC_DLQ_URL", default=""),
+    # Envelope segments (statebag.write_envelopes): an execution's new versions are written once
+    # its last commit is this many seconds old, or it finished, or this many versions wait.
+    "ENVELOPE_QUIET_SECONDS": env.int("STATEBAG_ENVELOPE_QUIET_SECONDS", default=60),
+    "ENVELOPE_MAX_VERSIONS": env.int("STATEBAG_ENVELOPE_MAX_VERSIONS", default=256),
+    # A segment is cut once its body (uncompressed) reaches this size.
+    "ENVELOPE_MAX_BYTES": env.int("STATEBAG_ENVELOPE_MAX_BYTES", default=16 * 1024 * 1024),
+    # Segments written per run of the task, at most.
+    "ENVELOPE_BATCH": env.int("STATEBAG_ENVELOPE_BATCH", default=200),
 }

@@ -2,21 +2,26 @@
 
 Socket timeouts bound each read, not the request: a server that trickles a byte every second
 would hold a plain ``urllib`` call for as long as it likes. Here every read gets only the
-time left before the deadline, and the body is cut off past ``max_bytes``. Imported only when
-the SDK actually goes to the network, so a warm start never pays for http.client or ssl.
-(Name resolution is the one step no socket timeout covers; point the SDK at a name your
-resolver answers quickly, or at an address.)
+time left before the deadline, and the body is cut off past ``max_bytes``. http.client,
+socket and urllib.parse load with the first request, and ssl with the first https one, so a
+start that builds a client but makes no request (a state bag payload read from its inline
+frames, a flag set from the file cache) never pays for them. (Name resolution is the one step
+no socket timeout covers; point the SDK at a name your resolver answers quickly, or at an
+address.)
 """
 
 from __future__ import annotations
 
-import http.client
 import io
-import socket
 import time
-import urllib.parse
-from collections.abc import Mapping
-from typing import Any
+
+TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
+if TYPE_CHECKING:
+    import http.client
+    import socket
+    import urllib.parse
+    from collections.abc import Mapping
+    from typing import Any
 
 
 class FetchError(Exception):
@@ -91,6 +96,8 @@ def _ssl_context() -> Any:
 def _connection(
     url: urllib.parse.SplitResult, deadline: float
 ) -> tuple[http.client.HTTPConnection, socket.socket]:
+    import http.client
+
     timeout = max(deadline - time.monotonic(), 0.001)
     if url.scheme == "https":
         conn: http.client.HTTPConnection = http.client.HTTPSConnection(
@@ -121,6 +128,9 @@ def request(
     max_bytes: int,
 ) -> Response:
     """One request; raises FetchError for anything short of a complete response in time."""
+    import http.client
+    import urllib.parse
+
     deadline = time.monotonic() + timeout
     parts = urllib.parse.urlsplit(url)
     path = parts.path or "/"

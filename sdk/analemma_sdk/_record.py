@@ -10,17 +10,32 @@ start for the state bag's seventeen classes, measured with ``python -X importtim
         dict_id: str | None = None
         extras: dict[str, Any] = factory(default_factory=dict)
 
-Type checkers read these classes as dataclasses (PEP 681): ``typing.dataclass_transform`` is a
-plain function of ``typing``, already imported, so telling them costs nothing at import.
+Type checkers read these classes as dataclasses (PEP 681, ``typing.dataclass_transform``).
+At run time that decorator only sets a marker, so ``typing`` itself (a few milliseconds of a
+cold start, with the regular expressions it compiles) is imported for type checkers only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar, cast, dataclass_transform
+TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, ClassVar, TypeVar, dataclass_transform
+
+    _T = TypeVar("_T")
+else:
+
+    def dataclass_transform(**kwargs: object) -> object:
+        """``typing.dataclass_transform`` at run time: it only marks the class."""
+
+        def mark(cls: type) -> type:
+            cls.__dataclass_transform__ = kwargs  # type: ignore[attr-defined]  # typing's marker
+            return cls
+
+        return mark
+
 
 _MISSING = object()
-_T = TypeVar("_T")
 
 
 class _Factory:
@@ -34,7 +49,7 @@ def factory(*, default_factory: Callable[[], _T]) -> _T:
     """A default built afresh for each instance (``factory(default_factory=list)``). The keyword
     is what tells type checkers that the field has a default."""
     # Stands in for the value until __init__ builds one; typed as the value for the field.
-    return cast(_T, _Factory(default_factory))
+    return _Factory(default_factory)  # type: ignore[return-value]  # see above
 
 
 @dataclass_transform(field_specifiers=(factory,))

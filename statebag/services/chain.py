@@ -42,7 +42,10 @@ def manifest_fields(manifest: Manifest) -> dict[str, Any]:
         "execution_id": execution.execution_id,
         "version": manifest.version,
         "parents": [link.parent.hash for link in links],
-        "entries": {entry.field: entry.stored for entry in manifest.entries.all()},
+        # In the order they were given (the rows' order), each value as stored: as sent.
+        "entries": {
+            field: stored for field, stored in manifest.entries.order_by("pk").values_list("field", "stored")
+        },
         "cohort": manifest.cohort,
     }
 

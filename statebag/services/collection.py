@@ -6,6 +6,8 @@ nothing retained references it, no prepared transaction pins it, and it is past 
 period), then the object is deleted and the rows after it. A prepare that meets a DELETING
 pack treats its blobs as gone (reuse) or takes it back (re-upload of the same bytes), so a
 pointer never outlives its object. GC looks only at flagged candidates: no bucket LIST.
+Envelope segments go the same way: retention flags the ones holding a version it releases,
+GC deletes those none of whose versions is retained (services/envelopes.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from analemma_sdk.statebag import BlobStore, CountingStore
 from ..conf import statebag_settings
 from ..faults import checkpoint
 from ..models import Blob, CommitTransaction, Execution, GCRun, Manifest, Pack, Pin
+from .envelopes import envelope_segments_flag, envelopes_collect
 from .stores import statebag_store
 from .versioning import transaction_abort
 
@@ -92,7 +95,11 @@ def gc_sweep(
         now,
         grace if grace is not None else statebag_settings().gc_grace,
     )
-    return run.finish()
+    # Envelope segments none of whose versions is retained any more, found from their rows.
+    objects, size = envelopes_collect(store=run.store, limit=limit)
+    run.row.deleted_objects += objects
+    run.row.deleted_bytes += size
+    return run.finish(envelopes_deleted=objects)
 
 
 def _collect_all(run: SweepRun, pack_ids: list[int], now: datetime, grace: timedelta) -> None:
@@ -160,6 +167,7 @@ def manifest_release(manifest: Manifest, *, now: datetime | None = None) -> None
         manifest.released_at = now
         manifest.save(update_fields=["retained", "released_at"])
         Pack.objects.filter(pk__in=pack_ids, gc_candidate_since__isnull=True).update(gc_candidate_since=now)
+        envelope_segments_flag(manifest, now=now)
 
 
 def retention_apply(

@@ -83,6 +83,7 @@ def service_hydrator(owner_id: str, workflow_id: str) -> StateHydrator:
                 use_2pc=configured.use_2pc,
                 payload_budget=configured.payload_budget,
                 inline_threshold=configured.inline_threshold,
+                inline_frames=configured.inline_frames,
                 max_blob_bytes=configured.max_blob_bytes,
                 store=store,
                 cache=OwnerBlobCache(BLOB_CACHE, owner_id),

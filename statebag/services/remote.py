@@ -8,12 +8,15 @@ prepare  — the request (already well-formed: see statebag.schemas) is checked 
 commit   — only after every object the transaction declared is in the store with the
            declared size and sha256; otherwise nothing is committed and the transaction stays
            prepared (the client may upload again, or the reaper aborts it).
+record   — a version that uploads nothing, in one call: nothing waits between two phases
+           for a collector to race, and every blob it points at is checked live, and held, in
+           its one transaction (StateVersioningService.record).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from django.core import signing
@@ -23,7 +26,7 @@ from django.db import transaction
 
 from analemma_sdk.statebag import BlobNotFoundError, ForeignDictionaryError, InvalidKeyError
 from analemma_sdk.statebag.keys import validate_key
-from analemma_sdk.statebag.manifests import PackWrite, Prepared, PrepareRequest
+from analemma_sdk.statebag.manifests import ManifestDraft, PackWrite, Prepared, PrepareRequest
 
 from ..conf import statebag_settings
 from ..errors import ManifestConflictError
@@ -32,7 +35,7 @@ from ..schemas import MAX_VERSION
 from .chain import manifest_document
 from .dictionaries import dictionary_ids_check
 from .stores import statebag_store
-from .versioning import StateVersioningService, transaction_abort
+from .versioning import EntryRows, StateVersioningService, transaction_abort, transaction_read
 
 UPLOAD_SALT = "statebag.upload"
 
@@ -115,11 +118,25 @@ def prepare(
 def commit(
     owner_id: str, txn_id: str, entries: Mapping[str, Any], cohort: Mapping[str, Any]
 ) -> dict[str, Any]:
-    txn = owned_transaction(owner_id, txn_id)
-    if txn.state == CommitTransaction.State.PREPARED:
-        verify_uploads(txn)
-    record = StateVersioningService().commit(str(txn.pk), entries, cohort)
+    rows = EntryRows(entries)
+    read = transaction_read(txn_id, owner_id)  # and what it declared, for the store check
+    if read is None:
+        raise UnknownTransactionError(f"no transaction {txn_id!r}")
+    if read.state == CommitTransaction.State.PREPARED:
+        verify_uploads(read.declared)
+    record = StateVersioningService().commit_rows(txn_id, rows, cohort, read)
     return record_json(record.hash, record.version, record.entries)
+
+
+def record(owner_id: str, draft: ManifestDraft) -> tuple[dict[str, Any], bool]:
+    """Record a version that uploads nothing; also whether it is new (else an earlier call
+    with the same idempotency key recorded it, and its entries are answered)."""
+    if draft.owner_id != owner_id:
+        raise PermissionError("this key writes for another owner")
+    if draft.packs:
+        raise RemoteRequestError("a version that uploads objects is recorded by prepare and commit")
+    done = StateVersioningService(use_2pc=False).record(draft)
+    return record_json(done.hash, done.version, done.entries), done.entries is None
 
 
 def abort(owner_id: str, txn_id: str) -> None:
@@ -141,7 +158,9 @@ def record_json(manifest_hash: str, version: int, entries: Mapping[str, Any] | N
 
 
 def manifest_json(owner_id: str, execution_id: str, version: str) -> dict[str, Any]:
-    manifests = Manifest.objects.filter(execution__owner_id=owner_id, execution__execution_id=execution_id)
+    manifests = Manifest.objects.select_related("execution").filter(
+        execution__owner_id=owner_id, execution__execution_id=execution_id
+    )
     if version == "head":
         manifest = manifests.order_by("-version").first()
     else:
@@ -155,22 +174,22 @@ def manifest_json(owner_id: str, execution_id: str, version: str) -> dict[str, A
 
 
 # Uploads --------------------------------------------------------------------------------
-def verify_uploads(txn: CommitTransaction) -> None:
-    """Every object the transaction declared must be stored with its declared size and
-    sha256. Reading it back costs a GET per pack; a commit that points at a missing or
-    altered object would cost a dangling pointer."""
+def verify_uploads(declared: Sequence[tuple[str, int, str]]) -> None:
+    """Every object the transaction declared ((key, size, sha256), as recorded) must be stored
+    with its declared size and sha256. Reading it back costs a GET per pack; a commit that
+    points at a missing or altered object would cost a dangling pointer."""
     store = statebag_store()
     problems = []
-    for pack in Pack.objects.filter(key__in=txn.upload_keys, owner_id=txn.owner_id):
+    for key, size, digest in declared:
         try:
-            data = store.get(pack.key)
+            data = store.get(key)
         except BlobNotFoundError:
-            problems.append(f"{pack.key} was not uploaded")
+            problems.append(f"{key} was not uploaded")
             continue
-        if len(data) != pack.size:
-            problems.append(f"{pack.key} is {len(data)} bytes, {pack.size} declared")
-        elif hashlib.sha256(data).hexdigest() != pack.digest:
-            problems.append(f"{pack.key} does not match its declared sha256")
+        if len(data) != size:
+            problems.append(f"{key} is {len(data)} bytes, {size} declared")
+        elif hashlib.sha256(data).hexdigest() != digest:
+            problems.append(f"{key} does not match its declared sha256")
     if problems:
         raise UploadVerificationError(problems)
 

@@ -13,6 +13,7 @@ from analemma_sdk.statebag.keys import is_dictionary_key
 from ..conf import statebag_settings
 from ..models import GCRun, Pack
 from .collection import SweepRun
+from .envelopes import envelope_keys_recorded
 
 
 @dataclass
@@ -31,7 +32,7 @@ def store_audit(
     grace: timedelta | None = None,
     store: BlobStore | None = None,
 ) -> AuditReport:
-    """List ``prefix``; objects with no Pack row are unknown. With ``delete``, unknown objects
+    """List ``prefix``; objects with no Pack or envelope segment row are unknown. With ``delete``, unknown objects
     older than the grace period are deleted; an object whose age cannot be read is kept."""
     grace = grace if grace is not None else statebag_settings().gc_grace
     run = SweepRun(GCRun.Kind.AUDIT, store, dry_run=not delete)
@@ -39,6 +40,7 @@ def store_audit(
     keys = list(run.store.list(prefix))
     report.listed = len(keys)
     known = set(Pack.objects.filter(key__in=keys).values_list("key", flat=True))
+    known |= envelope_keys_recorded(keys)  # envelope segments have rows of their own
     cutoff = time.time() - grace.total_seconds()
     for key in keys:
         if key in known or is_dictionary_key(key):

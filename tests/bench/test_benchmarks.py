@@ -18,38 +18,41 @@ def run_bench(*args):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_statebag_workload__quick__batched_zstd_saves_95_percent_of_requests(corpus_dir):
-    report = run_bench("statebag_workload.py", "--quick", "--corpus", str(corpus_dir))
-    modes = report["modes"]
-    assert set(modes) == {"legacy", "batched", "batched_zstd", "batched_zstd_dict", "batched_zstd_cold"}
-    for figures in modes.values():
-        assert {
-            "puts",
-            "gets",
-            "lists",
-            "deletes",
-            "requests",
-            "raw_bytes",
-            "stored_bytes",
-            "payload_max_bytes",
-            "dehydrate_mb_s",
-            "hydrate_mb_s",
-        } <= set(figures)
-        assert figures["payload_max_bytes"] <= 16 * 1024
-        assert figures["lists"] == 0
-    assert modes["batched_zstd"]["requests"] <= 0.05 * modes["legacy"]["requests"]
-    assert report["zstd_only_mb_s"] > 0
+def rows_of(report, workload):
+    return {
+        (row["mode"], row["containers"], row["commit"]): row for row in report["workloads"][workload]["rows"]
+    }
+
+
+def test_statebag_workload__quick__batched_beats_the_original_legacy_path(corpus_dir):
+    report = run_bench(
+        "statebag_workload.py", "--quick", "--corpus", str(corpus_dir), "--executions", "4", "--branches", "6"
+    )
+    assert all(check["matches"] for check in report["workloads"]["tau"]["legacy_matches_original"])
+    tau, fanout = rows_of(report, "tau"), rows_of(report, "fanout")
+    for containers in ("warm", "cold"):
+        original_tau = tau[("original_legacy", containers, "direct")]
+        original_fanout = fanout[("original_legacy", containers, "direct")]
+        for commit in ("direct", "service"):
+            row = tau[("batched_zstd", containers, commit)]
+            assert row["error"] is None and row["lossless"]
+            assert row["requests_per_execution_mean"] <= 0.2 * original_tau["requests_per_execution_mean"]
+            assert row["payload_max_bytes"] <= 16 * 1024
+            row = fanout[("batched_zstd", containers, commit)]
+            assert row["error"] is None and row["lossless"]
+            assert row["requests_per_execution_mean"] <= 0.5 * original_fanout["requests_per_execution_mean"]
+            assert row["bytes_written"] <= 0.2 * original_fanout["bytes_written"]
 
 
 @pytest.mark.s3
 def test_statebag_workload__s3_store__same_request_counts_as_local(corpus_dir, tmp_path):
-    one = sorted(corpus_dir.glob("*.json"))[:8]
+    one = sorted(corpus_dir.glob("*.json"))[:4]
     for path in one:
         (tmp_path / path.name).write_bytes(path.read_bytes())
-    local = run_bench("statebag_workload.py", "--corpus", str(tmp_path))
-    s3 = run_bench("statebag_workload.py", "--corpus", str(tmp_path), "--store", "s3")
-    for mode in ("legacy", "batched_zstd"):
-        assert s3["modes"][mode]["requests"] == local["modes"][mode]["requests"]
+    args = ("statebag_workload.py", "--corpus", str(tmp_path), "--workload", "tau")
+    local, s3 = run_bench(*args), run_bench(*args, "--store", "s3")
+    for key, row in rows_of(local, "tau").items():
+        assert rows_of(s3, "tau")[key]["requests_per_execution"] == row["requests_per_execution"]
 
 
 def test_compression__disjoint_split__dictionary_beats_zstd_alone_clearly(corpus_dir, tmp_path):

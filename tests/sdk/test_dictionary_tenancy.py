@@ -96,7 +96,9 @@ def foreign_frame(store, owner, dictionary):
 def test_dehydrate__zstd_dictionary__stored_under_its_owner_and_a_fresh_reader_finds_it(store, batching):
     # Given a zstd hydrator with owner A's dictionary, batched or not
     dictionary = train_dictionary(samples("A"), size=8192, owner_id="A")
-    writer = StateHydrator(use_batching=batching, use_zstd=True, dictionary=dictionary, store=store)
+    writer = StateHydrator(
+        use_batching=batching, inline_frames=False, use_zstd=True, dictionary=dictionary, store=store
+    )
     # When A dehydrates
     payload = writer.dehydrate(state("A"), **ids("A"))
     # Then the frames name the dictionary, it is stored under o/A/ only, and a new process reads it
@@ -104,7 +106,9 @@ def test_dehydrate__zstd_dictionary__stored_under_its_owner_and_a_fresh_reader_f
     assert store.exists(dictionary_key("A", dictionary.dict_id))
     assert dictionary_key("A", dictionary.dict_id).startswith("o/A/")
     assert not store.exists(legacy_dictionary_key(dictionary.dict_id))
-    assert StateHydrator(use_batching=True, store=store).hydrate(payload).to_dict() == state("A")
+    assert StateHydrator(use_batching=True, inline_frames=False, store=store).hydrate(
+        payload
+    ).to_dict() == state("A")
 
 
 @pytest.mark.parametrize("batching", [True, False], ids=["batched", "unbatched"])
@@ -118,21 +122,23 @@ def test_dehydrate__another_owner__never_uses_or_stores_the_dictionary(store, ba
     assert dict_ids(payload) == set()
     assert not list(store.list("o/B/d/")) and not list(store.list("dicts/"))
     assert not store.exists(dictionary_key("A", dictionary.dict_id))  # A wrote nothing yet
-    assert StateHydrator(use_batching=True, store=store).hydrate(payload).to_dict() == state("B")
+    assert StateHydrator(use_batching=True, inline_frames=False, store=store).hydrate(
+        payload
+    ).to_dict() == state("B")
 
 
 def test_read__frame_of_b_names_a_dictionary__typed_error_and_a_is_never_read(store):
     # Given A's dictionary stored under o/A/ and a pack of B whose frame names it
     dictionary = train_dictionary(samples("A"), size=8192, owner_id="A")
-    StateHydrator(use_batching=True, use_zstd=True, dictionary=dictionary, store=store).dehydrate(
-        state("A"), **ids("A")
-    )
+    StateHydrator(
+        use_batching=True, inline_frames=False, use_zstd=True, dictionary=dictionary, store=store
+    ).dehydrate(state("A"), **ids("A"))
     assert store.exists(dictionary_key("A", dictionary.dict_id))
     _, ref = foreign_frame(store, "B", dictionary)
     store.read.clear()
     # When a fresh reader reads B's frame
     with pytest.raises(UnknownDictionaryError):
-        StateHydrator(use_batching=True, store=store).read_blobs([ref])
+        StateHydrator(use_batching=True, inline_frames=False, store=store).read_blobs([ref])
     # Then it looked for the dictionary under B's prefix only
     assert not [key for key in store.read if key.startswith("o/A/")]
 
@@ -140,7 +146,7 @@ def test_read__frame_of_b_names_a_dictionary__typed_error_and_a_is_never_read(st
 def test_read__reader_holding_a_dictionary__refuses_it_for_b(store):
     dictionary = train_dictionary(samples("A"), size=8192, owner_id="A")
     _, ref = foreign_frame(store, "B", dictionary)
-    reader = StateHydrator(use_batching=True, store=store, dictionaries=[dictionary])
+    reader = StateHydrator(use_batching=True, inline_frames=False, store=store, dictionaries=[dictionary])
     with pytest.raises(ForeignDictionaryError):
         reader.read_blobs([ref])
 
@@ -152,9 +158,10 @@ def test_read__legacy_shared_dictionary__decodes_for_the_owners_the_reader_allow
     raw, ref = foreign_frame(store, "B", legacy)
     # Then a store-only reader still decodes it, and a reader told which owners may use it
     # decodes it for those owners only
-    assert StateHydrator(use_batching=True, store=store).read_blobs([ref]) == [raw]
+    assert StateHydrator(use_batching=True, inline_frames=False, store=store).read_blobs([ref]) == [raw]
     allowed = StateHydrator(
         use_batching=True,
+        inline_frames=False,
         store=store,
         legacy_dictionaries=lambda owner, dict_id: (owner, dict_id) == ("B", legacy.dict_id),
     )
@@ -165,14 +172,18 @@ def test_read__legacy_shared_dictionary__decodes_for_the_owners_the_reader_allow
         allowed.read_blobs([other])
     assert legacy_dictionary_key(legacy.dict_id) not in store.read
     with pytest.raises(UnknownDictionaryError):
-        StateHydrator(use_batching=True, store=store, legacy_dictionaries=False).read_blobs([ref])
+        StateHydrator(
+            use_batching=True, inline_frames=False, store=store, legacy_dictionaries=False
+        ).read_blobs([ref])
 
 
 def test_hydrator__dictionary_naming_no_owner__refused(store):
     with pytest.raises(ValueError, match="owner"):
         StateHydrator(use_zstd=True, dictionary=ZstdDictionary(b"d" * 1000), store=store)
     with pytest.raises(ValueError, match="owner"):
-        StateHydrator(use_batching=True, store=store, dictionaries=[ZstdDictionary(b"d" * 1000)])
+        StateHydrator(
+            use_batching=True, inline_frames=False, store=store, dictionaries=[ZstdDictionary(b"d" * 1000)]
+        )
 
 
 def test_dictionary_on_a_store_read_through_the_service__refused_at_construction(monkeypatch):
@@ -182,12 +193,23 @@ def test_dictionary_on_a_store_read_through_the_service__refused_at_construction
     dictionary = train_dictionary(samples("acme"), size=4096, owner_id="acme")
     through_service = ServicePackStore("http://127.0.0.1:9", "awk_x", timeout=0.5)
     with pytest.raises(ValueError, match="a store of its own"):
-        StateHydrator(use_batching=True, use_zstd=True, dictionary=dictionary, store=through_service)
+        StateHydrator(
+            use_batching=True,
+            inline_frames=False,
+            use_zstd=True,
+            dictionary=dictionary,
+            store=through_service,
+        )
     # The same through get_hydrator, configured with only the service's URL and a write key
     monkeypatch.setenv("STATEBAG_SERVICE_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("STATEBAG_WRITE_KEY", "awk_x")
     monkeypatch.delenv("STATEBAG_STORE_URL", raising=False)
     with pytest.raises(ValueError, match="STATEBAG_STORE_URL"):
-        get_hydrator(use_batching=True, use_zstd=True, dictionary=dictionary)
+        get_hydrator(use_batching=True, inline_frames=False, use_zstd=True, dictionary=dictionary)
     # Without zstd the dictionary is not used, so nothing needs publishing
-    assert StateHydrator(use_batching=True, dictionary=dictionary, store=through_service).mode == "batched"
+    assert (
+        StateHydrator(
+            use_batching=True, inline_frames=False, dictionary=dictionary, store=through_service
+        ).mode
+        == "batched"
+    )

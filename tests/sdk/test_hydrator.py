@@ -11,6 +11,7 @@ from analemma_sdk.statebag import (
     CountingStore,
     LocalFolderStore,
     MalformedPointerError,
+    PayloadTooLargeError,
     StateHydrator,
     get_hydrator,
     reset_hydrators,
@@ -22,9 +23,10 @@ from analemma_sdk.statebag.s3 import S3Store
 IDS = {"owner_id": "owner-1", "workflow_id": "wf", "execution_id": "exec-1"}
 MODES = {
     "legacy": {},
-    "batched": {"use_batching": True},
-    "batched_zstd": {"use_batching": True, "use_zstd": True},
+    "batched": {"use_batching": True, "inline_frames": False},
+    "batched_zstd": {"use_batching": True, "use_zstd": True, "inline_frames": False},
     "legacy_zstd": {"use_zstd": True},
+    "batched_inline": {"use_batching": True, "use_zstd": True},
 }
 
 
@@ -33,14 +35,14 @@ def big_state(n_messages=60):
         "execution_id": "exec-1",
         "status": "RUNNING",
         "counter": 3,
-        "llm_response": {"text": "the answer is " * 300},
+        "llm_response": {"text": "the answer is " * 800},
         "messages": [{"role": "user", "content": f"message {i} " * 40} for i in range(n_messages)],
         "workflow_config": {"steps": [{"name": f"step-{i}", "retries": i} for i in range(100)]},
         "escaped": {"$sb": "not a pointer", "x": 1},
     }
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", [mode for mode in MODES if mode != "batched_inline"])
 def test_dehydrate_hydrate__every_mode__round_trips_within_budget(counting_store, mode):
     hydrator = StateHydrator(store=counting_store, **MODES[mode])
     state = big_state()
@@ -62,17 +64,22 @@ def test_dehydrate_hydrate__s3_store__round_trips(s3_client, s3_bucket, mode):
 
 
 def test_hydrate__three_event_shapes__same_state(local_store):
-    hydrator = StateHydrator(use_batching=True, use_zstd=True, store=local_store)
+    hydrator = StateHydrator(use_batching=True, inline_frames=False, use_zstd=True, store=local_store)
     state = big_state()
     payload = hydrator.dehydrate(state, **IDS)
     for event in ({"state_data": {"bag": payload}}, {"state_data": payload}, payload):
-        assert StateHydrator(use_batching=True, store=local_store).hydrate(event).to_dict() == state
+        assert (
+            StateHydrator(use_batching=True, inline_frames=False, store=local_store).hydrate(event).to_dict()
+            == state
+        )
 
 
 def test_hydrate__batched__lazy_fetches_only_read_fields(local_store):
-    payload = StateHydrator(use_batching=True, use_zstd=True, store=local_store).dehydrate(big_state(), **IDS)
+    payload = StateHydrator(
+        use_batching=True, inline_frames=False, use_zstd=True, store=local_store
+    ).dehydrate(big_state(), **IDS)
     store = CountingStore(local_store)
-    bag = StateHydrator(use_batching=True, use_zstd=True, store=store).hydrate(payload)
+    bag = StateHydrator(use_batching=True, inline_frames=False, use_zstd=True, store=store).hydrate(payload)
     assert store.counts["gets"] == 0
     assert bag["llm_response"]["text"].startswith("the answer")
     assert store.counts["gets"] == 1
@@ -80,7 +87,7 @@ def test_hydrate__batched__lazy_fetches_only_read_fields(local_store):
 
 
 def test_state_bag__in_place_edit_and_assignment__tracked(local_store):
-    hydrator = StateHydrator(use_batching=True, store=local_store)
+    hydrator = StateHydrator(use_batching=True, inline_frames=False, store=local_store)
     bag = hydrator.hydrate(hydrator.dehydrate(big_state(), **IDS))
     bag["messages"].append({"role": "assistant", "content": "new"})
     bag["counter"] = 4
@@ -89,10 +96,12 @@ def test_state_bag__in_place_edit_and_assignment__tracked(local_store):
 
 
 def test_dehydrate__batched_unchanged_fields__write_nothing(counting_store):
-    hydrator = StateHydrator(use_batching=True, use_zstd=True, store=counting_store)
+    hydrator = StateHydrator(use_batching=True, inline_frames=False, use_zstd=True, store=counting_store)
     payload = hydrator.dehydrate(big_state(), **IDS)
     puts = counting_store.counts["puts"]
-    bag = StateHydrator(use_batching=True, use_zstd=True, store=counting_store).hydrate(payload)
+    bag = StateHydrator(use_batching=True, inline_frames=False, use_zstd=True, store=counting_store).hydrate(
+        payload
+    )
     bag.to_dict()  # read everything, change nothing
     bag["counter"] = 4  # small field: stays inline
     again = hydrator.dehydrate(bag, **IDS)
@@ -101,24 +110,24 @@ def test_dehydrate__batched_unchanged_fields__write_nothing(counting_store):
 
 
 def test_dehydrate__batched__at_most_one_pack_per_temperature(counting_store):
-    hydrator = StateHydrator(use_batching=True, use_zstd=True, store=counting_store)
+    hydrator = StateHydrator(use_batching=True, inline_frames=False, use_zstd=True, store=counting_store)
     result = hydrator.dehydrate_result(big_state(), **IDS)
     assert counting_store.counts["puts"] == len(result.writes) <= 3
     assert {w.kind for w in result.writes} == {"pack"}
 
 
-def test_dehydrate__legacy__one_object_per_large_field_every_time(counting_store):
+def test_dehydrate__legacy__one_object_per_large_data_plane_field_every_time(counting_store):
     hydrator = StateHydrator(store=counting_store)
     state = big_state()
     hydrator.dehydrate(state, **IDS)
     first = counting_store.counts["puts"]
     hydrator.dehydrate(state, **IDS)
-    assert first == 3  # llm_response, messages, workflow_config
+    assert first == 2  # llm_response, messages; workflow_config is under 10 KB
     assert counting_store.counts["puts"] == 2 * first  # no dedup on the baseline path
 
 
 def test_dehydrate__appending_to_a_list__stores_about_one_item(counting_store):
-    hydrator = StateHydrator(use_batching=True, use_zstd=False, store=counting_store)
+    hydrator = StateHydrator(use_batching=True, inline_frames=False, use_zstd=False, store=counting_store)
     item_bytes = len(canonical_json({"role": "user", "content": "message 0 " * 40}))
     payload = hydrator.dehydrate({"messages": []}, **IDS)
     raw_written = []
@@ -134,7 +143,7 @@ def test_dehydrate__appending_to_a_list__stores_about_one_item(counting_store):
 
 
 def test_dehydrate__huge_state__payload_stays_under_budget(local_store):
-    hydrator = StateHydrator(use_batching=True, use_zstd=True, store=local_store)
+    hydrator = StateHydrator(use_batching=True, inline_frames=False, use_zstd=True, store=local_store)
     state = {f"field_{i}": {"data": "x" * 900, "i": i} for i in range(40)}  # 36 KB of small fields
     state["huge"] = ["y" * 1000] * 5000  # 5 MB list
     payload = hydrator.dehydrate(state, **IDS)
@@ -142,7 +151,16 @@ def test_dehydrate__huge_state__payload_stays_under_budget(local_store):
     assert hydrator.hydrate(payload).to_dict() == state
 
 
-@pytest.mark.parametrize("mode", ["legacy", "batched_zstd"])
+def test_dehydrate__legacy__small_fields_stay_inline_whatever_the_total(counting_store):
+    # The original offloads by name and size only: 3,000 small fields stay in the payload, and
+    # a payload past the orchestrator's hard ceiling is a typed error rather than a failed step.
+    state = {f"field_{i}": {"data": "x" * 900, "i": i} for i in range(3000)}
+    with pytest.raises(PayloadTooLargeError):
+        StateHydrator(store=counting_store).dehydrate(state, **IDS)
+    assert counting_store.counts["puts"] == 0
+
+
+@pytest.mark.parametrize("mode", ["batched_zstd", "batched_inline"])
 def test_dehydrate__thousands_of_fields__field_map_spills_and_round_trips(counting_store, mode):
     hydrator = StateHydrator(store=counting_store, **MODES[mode])
     state = {
@@ -157,7 +175,7 @@ def test_dehydrate__thousands_of_fields__field_map_spills_and_round_trips(counti
 
 
 def test_hydrate__bit_flipped_pack__typed_error_never_wrong_data(local_store):
-    hydrator = StateHydrator(use_batching=True, use_zstd=True, store=local_store)
+    hydrator = StateHydrator(use_batching=True, inline_frames=False, use_zstd=True, store=local_store)
     payload = hydrator.dehydrate(big_state(), **IDS)
     pointer = payload["llm_response"]
     path = local_store.root / pointer["k"]
@@ -167,27 +185,33 @@ def test_hydrate__bit_flipped_pack__typed_error_never_wrong_data(local_store):
         flipped[position] ^= 0x01
         path.write_bytes(bytes(flipped))
         with pytest.raises(CorruptBlobError):
-            StateHydrator(use_batching=True, use_zstd=True, store=local_store).hydrate(payload)[
-                "llm_response"
-            ]
+            StateHydrator(use_batching=True, inline_frames=False, use_zstd=True, store=local_store).hydrate(
+                payload
+            )["llm_response"]
     path.write_bytes(bytes(data[: pointer["o"] + 3]))  # truncated
     with pytest.raises(CorruptBlobError):
-        StateHydrator(use_batching=True, store=local_store).hydrate(payload)["llm_response"]
+        StateHydrator(use_batching=True, inline_frames=False, store=local_store).hydrate(payload)[
+            "llm_response"
+        ]
 
 
 def test_hydrate__pointer_to_other_content__digest_error(local_store):
-    hydrator = StateHydrator(use_batching=True, use_zstd=True, store=local_store)
+    hydrator = StateHydrator(use_batching=True, inline_frames=False, use_zstd=True, store=local_store)
     payload = hydrator.dehydrate(big_state(), **IDS)
     payload["llm_response"]["d"] = "0" * 64
     with pytest.raises(CorruptBlobError):
-        StateHydrator(use_batching=True, store=local_store).hydrate(payload)["llm_response"]
+        StateHydrator(use_batching=True, inline_frames=False, store=local_store).hydrate(payload)[
+            "llm_response"
+        ]
 
 
 def test_hydrate__declared_size_over_ceiling__refused_before_fetch(counting_store):
-    hydrator = StateHydrator(use_batching=True, store=counting_store)
+    hydrator = StateHydrator(use_batching=True, inline_frames=False, store=counting_store)
     payload = hydrator.dehydrate(big_state(), **IDS)
     payload["llm_response"]["s"] = 10**12
-    reader = StateHydrator(use_batching=True, store=counting_store, max_blob_bytes=1024 * 1024)
+    reader = StateHydrator(
+        use_batching=True, inline_frames=False, store=counting_store, max_blob_bytes=1024 * 1024
+    )
     gets = counting_store.counts["gets"]
     with pytest.raises(BlobTooLargeError):
         reader.hydrate(payload)["llm_response"]
@@ -216,7 +240,7 @@ def test_hydrate__declared_size_over_ceiling__refused_before_fetch(counting_stor
 )
 def test_hydrate__malformed_event__typed_error_at_hydrate(local_store, event):
     with pytest.raises(MalformedPointerError):
-        StateHydrator(use_batching=True, store=local_store).hydrate(event)
+        StateHydrator(use_batching=True, inline_frames=False, store=local_store).hydrate(event)
 
 
 def test_dehydrate__hostile_ids__rejected(local_store):
@@ -227,16 +251,21 @@ def test_dehydrate__hostile_ids__rejected(local_store):
 def test_dehydrate__dictionary__fresh_reader_loads_it_from_store(local_store):
     samples = [canonical_json({"role": "user", "content": f"message {i} " * 30}) for i in range(300)]
     dictionary = train_dictionary(samples, size=8192, owner_id=IDS["owner_id"])
-    writer = StateHydrator(use_batching=True, use_zstd=True, dictionary=dictionary, store=local_store)
+    writer = StateHydrator(
+        use_batching=True, inline_frames=False, use_zstd=True, dictionary=dictionary, store=local_store
+    )
     assert writer.mode == "batched_zstd_dict"
     state = big_state()
     payload = writer.dehydrate(state, **IDS)
     assert payload["llm_response"].get("x") == dictionary.dict_id
-    assert StateHydrator(use_batching=True, store=local_store).hydrate(payload).to_dict() == state
+    assert (
+        StateHydrator(use_batching=True, inline_frames=False, store=local_store).hydrate(payload).to_dict()
+        == state
+    )
 
 
 def test_dehydrate__value_over_blob_ceiling__typed_error(local_store):
-    hydrator = StateHydrator(use_batching=True, store=local_store, max_blob_bytes=10_000)
+    hydrator = StateHydrator(use_batching=True, inline_frames=False, store=local_store, max_blob_bytes=10_000)
     with pytest.raises(BlobTooLargeError):
         hydrator.dehydrate({"big": "x" * 20_000}, **IDS)
 
@@ -278,13 +307,15 @@ def test_hydrate__legacy__reads_every_offloaded_field_every_time(counting_store)
     hydrator = StateHydrator(store=counting_store)
     payload = hydrator.dehydrate(big_state(), **IDS)
     for _ in range(2):
-        hydrator.hydrate(payload)
-    assert counting_store.counts["gets"] == 2 * 3  # no cache on the baseline path
+        hydrator.hydrate(payload).to_dict()
+    assert counting_store.counts["gets"] == 2 * 2  # no cache on the baseline path
 
 
 def test_hydrator__compression_level__deprecated_alias_of_zstd_level(local_store):
     with pytest.warns(DeprecationWarning, match="zstd_level"):
-        hydrator = StateHydrator(use_batching=True, use_zstd=True, compression_level=7, store=local_store)
+        hydrator = StateHydrator(
+            use_batching=True, inline_frames=False, use_zstd=True, compression_level=7, store=local_store
+        )
     assert hydrator.zstd_level == hydrator.compressor.zstd_level == 7
     assert hydrator.config_tag()["zstd_level"] == hydrator.cohort["zstd_level"] == 7
     with pytest.raises(TypeError):
@@ -303,7 +334,7 @@ def test_hydrator__no_arguments__legacy_on_the_default_store(monkeypatch, tmp_pa
 
 
 def test_state_bag__pointers__as_hydrated(local_store):
-    hydrator = StateHydrator(use_batching=True, store=local_store)
+    hydrator = StateHydrator(use_batching=True, inline_frames=False, store=local_store)
     bag = hydrator.hydrate(hydrator.dehydrate(big_state(), **IDS))
     assert set(bag.pointers()) == {"llm_response", "messages", "workflow_config", "escaped"}
     assert bag.pointer("status") is None and bag.pointer("no such field") is None
@@ -313,18 +344,18 @@ def test_state_bag__pointers__as_hydrated(local_store):
 
 
 def test_known_digests__only_the_owners_own_packs__are_remembered(local_store):
-    hydrator = StateHydrator(use_batching=True, store=local_store)
+    hydrator = StateHydrator(use_batching=True, inline_frames=False, store=local_store)
     payload = hydrator.dehydrate(big_state(), **IDS)
-    reader = StateHydrator(use_batching=True, store=local_store)
+    reader = StateHydrator(use_batching=True, inline_frames=False, store=local_store)
     reader.hydrate(payload)
     digest = payload["llm_response"]["d"]
     assert reader.known.get("owner-1", digest) is not None
     forged = json.loads(json.dumps(payload))
     forged[META_KEY]["owner"] = "owner-2"  # points at owner-1's packs
-    other = StateHydrator(use_batching=True, store=local_store)
+    other = StateHydrator(use_batching=True, inline_frames=False, store=local_store)
     other.hydrate(forged)
     assert other.known.get("owner-2", digest) is None
     legacy_payload = StateHydrator(store=local_store).dehydrate(big_state(), **IDS)
-    legacy_reader = StateHydrator(use_batching=True, store=local_store)
+    legacy_reader = StateHydrator(use_batching=True, inline_frames=False, store=local_store)
     legacy_reader.hydrate(legacy_payload)
     assert legacy_reader.known.get("owner-1", legacy_payload["llm_response"]["d"]) is None

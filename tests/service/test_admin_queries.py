@@ -46,7 +46,11 @@ def grow(rows: int, store) -> None:
     """``rows`` more of everything the admin lists."""
     prod = Environment.objects.get(key="prod")
     hydrator = StateHydrator(
-        use_batching=True, use_2pc=True, store=store, manifest_store=StateVersioningService(use_2pc=True)
+        use_batching=True,
+        inline_frames=False,
+        use_2pc=True,
+        store=store,
+        manifest_store=StateVersioningService(use_2pc=True),
     )
     for _ in range(rows):
         n = next(_serial)

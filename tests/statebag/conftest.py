@@ -9,7 +9,11 @@ from statebag.services import StateVersioningService
 def recorded_execution(local_store):
     """An execution with three versions whose messages grow, recorded in one step each."""
     hydrator = StateHydrator(
-        use_batching=True, use_zstd=True, store=local_store, manifest_store=StateVersioningService()
+        use_batching=True,
+        inline_frames=False,
+        use_zstd=True,
+        store=local_store,
+        manifest_store=StateVersioningService(),
     )
     payload = {}
     for step in range(1, 4):

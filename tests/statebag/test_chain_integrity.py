@@ -50,6 +50,7 @@ def versions(service_root):
     """Three versions of e1, recorded in process on the service's store; their manifests."""
     hydrator = StateHydrator(
         use_batching=True,
+        inline_frames=False,
         use_zstd=True,
         store=LocalFolderStore(service_root),
         manifest_store=StateVersioningService(use_2pc=False),
@@ -154,7 +155,7 @@ def test_manifest_api__manifest_changed_in_the_database__integrity_error_and_ale
 @pytest.mark.parametrize("tamper", [overwrite_entry, relink_parent])
 def test_server_side_hydration__tampered_manifest__refused(service_root, versions, tamper):
     tamper(versions[1])
-    reader = StateHydrator(use_batching=True, store=LocalFolderStore(service_root))
+    reader = StateHydrator(use_batching=True, inline_frames=False, store=LocalFolderStore(service_root))
     with pytest.raises(ManifestIntegrityError):
         manifest_state(Manifest.objects.get(pk=versions[1].pk), reader)
     assert manifest_state(versions[2], reader).to_dict() == state(3)

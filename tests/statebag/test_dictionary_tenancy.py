@@ -46,7 +46,7 @@ CARD = "4111-1111-1111-1111"
 @pytest.fixture(autouse=True)
 def service_store(statebag_storage, settings, tmp_path):
     statebag_storage(folder=tmp_path / "svc")
-    settings.STATEBAG = {**settings.STATEBAG, "USE_2PC": True}
+    settings.STATEBAG = {**settings.STATEBAG, "USE_2PC": True, "INLINE_FRAMES": False}
     reset_service_hydrators()
     yield statebag_store()
     reset_service_hydrators()
@@ -236,6 +236,7 @@ def test_remote_commit__client_dictionary_of_its_own_owner__published_then_accep
     )
     hydrator = StateHydrator(
         use_batching=True,
+        inline_frames=False,
         use_zstd=True,
         use_2pc=True,
         dictionary=dictionary,
@@ -360,7 +361,9 @@ def test_legacy_shared_dictionary__client_reading_through_the_service__typed_fai
     record_frame("acme", "a1", write, ref)
     import_module("statebag.migrations.0008_dictionaries_per_owner").split_per_owner(apps, None)
     _, acme = write_key("acme")
-    client = StateHydrator(use_batching=True, store=HttpManifestStore(live_server.url, acme).pack_store())
+    client = StateHydrator(
+        use_batching=True, inline_frames=False, store=HttpManifestStore(live_server.url, acme).pack_store()
+    )
     with pytest.raises(UnknownDictionaryError, match="acme"):
         client.read_blobs([ref])
     assert service_hydrator("acme", "airline").read_blobs([ref])[0].startswith(b'{"content":"acme card')

@@ -48,10 +48,11 @@ print(json.dumps({"payload": payload, "seen": seen, "store": type(hydrator.store
 
 
 def changes(step):
-    """Each step replaces a large field and appends a large message: new packs every step."""
+    """Each step replaces a large field (over the legacy path's 10 KB) and appends a large
+    message: new objects every step, on every path that writes packs."""
     return {
         "step": step,
-        "llm_response": {"text": f"answer {step} " * 900},
+        "llm_response": {"text": f"answer {step} " * 1400},
         "messages": [{"content": f"turn {i} " * 400} for i in range(step + 1)],
     }
 
@@ -84,7 +85,7 @@ def lambda_env(live_server, key, container, upload):
     return env
 
 
-BATCHED_2PC = {"use_batching": True, "use_zstd": True, "use_2pc": True}
+BATCHED_2PC = {"use_batching": True, "inline_frames": False, "use_zstd": True, "use_2pc": True}
 
 
 def run_step(live_server, key, container, upload, payload, step_changes, config=BATCHED_2PC):
@@ -116,7 +117,9 @@ def test_lambda_with_only_url_and_key__steps_in_new_containers__state_read_back(
     assert fresh["seen"] == expected_after(4)
     assert not CommitTransaction.objects.exclude(state=CommitTransaction.State.COMMITTED).exists()
     head = Manifest.objects.get(execution__execution_id="x1", version=5)
-    assert head.committed_via == "2pc" and head.hash == fresh["payload"]["__statebag__"]["manifest"]
+    # The fresh container changed nothing: it uploaded nothing and recorded in one call.
+    assert head.committed_via == "noupload" and head.hash == fresh["payload"]["__statebag__"]["manifest"]
+    assert Manifest.objects.get(execution__execution_id="x1", version=4).committed_via == "2pc"
     # The packs are in the service's folder, and none in any container's temp folder.
     assert Pack.objects.count() >= 4 and all((service_root / p.key).is_file() for p in Pack.objects.all())
     assert not [path for path in tmp_path.glob("container-*/**/*") if path.is_file()]
@@ -126,7 +129,7 @@ def test_lambda_with_only_url_and_key__steps_in_new_containers__state_read_back(
     "config",
     [
         {},  # every setting at its default: the legacy path, use_2pc off
-        {"use_batching": True, "use_zstd": True},
+        {"use_batching": True, "inline_frames": False, "use_zstd": True},
         {"use_batching": False, "use_2pc": False},
     ],
     ids=["defaults", "batched-no-2pc", "legacy-no-2pc"],
@@ -150,7 +153,10 @@ def test_lambda_with_only_url_and_key__use_2pc_off__commits_through_the_service_
     fresh = run_step(live_server, acme, tmp_path / "container-fresh", None, payload, {}, config)
     assert fresh["seen"] == expected_after(2)
     assert not CommitTransaction.objects.exclude(state=CommitTransaction.State.COMMITTED).exists()
-    assert {m.committed_via for m in Manifest.objects.all()} == {"2pc"}
+    # Steps that uploaded went in two phases. The last changed nothing: batched, that uploads
+    # nothing and is recorded in one call; the legacy path writes every field it read again.
+    last = "noupload" if config.get("use_batching") else "2pc"
+    assert [m.committed_via for m in Manifest.objects.order_by("version")] == ["2pc", "2pc", last]
     assert Pack.objects.exists() and all((service_root / p.key).is_file() for p in Pack.objects.all())
     assert not [path for path in tmp_path.glob("container-*/**/*") if path.is_file()]
 
@@ -179,14 +185,14 @@ def test_get_hydrator__only_url_and_key__the_service_is_the_store_and_commits_ar
         monkeypatch.delenv(name, raising=False)
     # use_2pc off, by argument, by the emergency override or by default: two phases anyway
     with caplog.at_level(logging.INFO, logger="analemma_sdk.statebag"):
-        without = get_hydrator(use_batching=True, use_2pc=False)
+        without = get_hydrator(use_batching=True, inline_frames=False, use_2pc=False)
     assert "committing in two phases through the service" in caplog.text
     assert isinstance(without.store, ServicePackStore) and without.use_2pc
     assert isinstance(without.manifest_store, HttpManifestStore)
-    with_2pc = get_hydrator(use_batching=True, use_2pc=True)
+    with_2pc = get_hydrator(use_batching=True, inline_frames=False, use_2pc=True)
     assert with_2pc is without
     monkeypatch.setenv("USE_2PC", "0")
-    assert get_hydrator(use_batching=True) is with_2pc
+    assert get_hydrator(use_batching=True, inline_frames=False) is with_2pc
     monkeypatch.delenv("USE_2PC")
     legacy = get_hydrator()
     assert isinstance(legacy.store, ServicePackStore) and legacy.use_2pc and legacy.mode == "legacy"
@@ -196,9 +202,11 @@ def test_get_hydrator__only_url_and_key__the_service_is_the_store_and_commits_ar
     assert get_hydrator(store=given).store is given and not get_hydrator(store=given).use_2pc
     monkeypatch.setenv("STATEBAG_STORE_URL", f"file://{tmp_path / 'own'}")
     reset_hydrators()
-    own = get_hydrator(use_batching=True, use_2pc=True).store  # S3 or a folder: read directly
+    own = get_hydrator(
+        use_batching=True, inline_frames=False, use_2pc=True
+    ).store  # S3 or a folder: read directly
     assert isinstance(own, LocalFolderStore) and own.root == (tmp_path / "own").resolve()
-    assert not get_hydrator(use_batching=True, use_2pc=False).use_2pc
+    assert not get_hydrator(use_batching=True, inline_frames=False, use_2pc=False).use_2pc
 
 
 def test_lambda_with_only_url_and_key__service_down__typed_error_not_a_local_write(monkeypatch, tmp_path):
@@ -209,7 +217,7 @@ def test_lambda_with_only_url_and_key__service_down__typed_error_not_a_local_wri
     monkeypatch.setenv("STATEBAG_SERVICE_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("STATEBAG_WRITE_KEY", "awk_x")
     monkeypatch.delenv("STATEBAG_STORE_URL", raising=False)
-    hydrator = get_hydrator(use_batching=True, use_2pc=True)
+    hydrator = get_hydrator(use_batching=True, inline_frames=False, use_2pc=True)
     hydrator.manifest_store.timeout = hydrator.store.timeout = 0.5
     small = hydrator.dehydrate({"status": "open"}, owner_id="acme", workflow_id="wf", execution_id="x2")
     assert small["__statebag__"]["degraded"] is True  # all inline: nothing to store, readable
@@ -239,6 +247,7 @@ def stored(service_root, acme):
     """One committed pack of acme's, in the service's folder: (key, bytes)."""
     hydrator = StateHydrator(
         use_batching=True,
+        inline_frames=False,
         use_2pc=True,
         store=LocalFolderStore(service_root),
         manifest_store=StateVersioningService(use_2pc=True),
@@ -345,6 +354,7 @@ def test_failure_after_prepare__transaction_aborted_at_once(
 ):
     hydrator = StateHydrator(
         use_batching=True,
+        inline_frames=False,
         use_2pc=True,
         store=store_class(service_root),
         manifest_store=manifest_class(live_server.url, acme, timeout=5),
@@ -359,6 +369,7 @@ def test_failure_after_prepare__transaction_aborted_at_once(
 def test_failure_after_prepare__abort_fails_too__the_first_error_is_raised(live_server, service_root, acme):
     hydrator = StateHydrator(
         use_batching=True,
+        inline_frames=False,
         use_2pc=True,
         store=LocalFolderStore(service_root),
         manifest_store=UnabortableRefusingCommit(live_server.url, acme, timeout=5),

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture(autouse=True)
 def service_store(statebag_storage, settings, tmp_path):
     statebag_storage(folder=tmp_path / "svc")
-    settings.STATEBAG = {**settings.STATEBAG, "USE_2PC": True}
+    settings.STATEBAG = {**settings.STATEBAG, "USE_2PC": True, "INLINE_FRAMES": False}  # packs
     reset_service_hydrators()
     yield statebag_store()
     reset_service_hydrators()
@@ -78,9 +78,9 @@ def test_job_api__post_then_poll__202_then_manifest_and_payload(api_client, serv
     assert second["manifest"]["version"] == 2
     head = Execution.objects.get(execution_id="e1").head
     assert head.committed_via == "2pc"
-    assert manifest_state(head, StateHydrator(use_batching=True, store=service_store)).to_dict() == big_state(
-        2
-    )
+    assert manifest_state(
+        head, StateHydrator(use_batching=True, inline_frames=False, store=service_store)
+    ).to_dict() == big_state(2)
     assert DehydrationJob.objects.get(pk=second["id"]).state == {}  # the large input is not kept
 
 

@@ -41,6 +41,7 @@ def acme_key():
 def lambda_hydrator(live_server, raw_key, store, **options):
     return StateHydrator(
         use_batching=True,
+        inline_frames=False,
         use_2pc=True,
         store=store,
         manifest_store=HttpManifestStore(live_server.url, raw_key, timeout=5, **options),
@@ -61,7 +62,8 @@ def test_direct_upload__committed_through_the_api__hydrates_and_chains(live_serv
     )
     assert (first.version, second.version) == (1, 2)
     head = Manifest.objects.get(hash=second.manifest)
-    assert head.committed_via == "2pc" and head.parent_links.get().parent.hash == first.manifest
+    # Only an inline field changed: nothing to upload, so one call recorded it.
+    assert head.committed_via == "noupload" and head.parent_links.get().parent.hash == first.manifest
     assert hydrator.hydrate(second.payload).to_dict() == {**STATE, "status": "closed"}
     assert not Pack.objects.exclude(state=Pack.State.LIVE).exists()
 
@@ -73,7 +75,7 @@ def test_presigned_upload__through_the_service_endpoint(live_server, service_roo
     result = hydrator.dehydrate_result(STATE, owner_id="acme", workflow_id="wf", execution_id="e2")
     assert result.version == 1
     assert not list((tmp_path / "lambda-never-writes-here").rglob("*.asbp"))  # all went to the URLs
-    reader = StateHydrator(use_batching=True, store=LocalFolderStore(service_root))
+    reader = StateHydrator(use_batching=True, inline_frames=False, store=LocalFolderStore(service_root))
     assert reader.hydrate(result.payload).to_dict() == STATE
 
 
@@ -89,7 +91,9 @@ def test_presigned_upload__s3__objects_land_in_the_bucket(
     result = hydrator.dehydrate_result(STATE, owner_id="acme", workflow_id="wf", execution_id="e3")
     keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket)["Contents"]]
     assert keys and all(k.startswith("svc/o/acme/p/") for k in keys)
-    reader = StateHydrator(use_batching=True, store=S3Store(s3_bucket, "svc", client=s3_client))
+    reader = StateHydrator(
+        use_batching=True, inline_frames=False, store=S3Store(s3_bucket, "svc", client=s3_client)
+    )
     assert reader.hydrate(result.payload).to_dict() == STATE
 
 
@@ -190,7 +194,9 @@ def test_service_unreachable__degrades_to_legacy_with_metric_and_hydrates(tmp_pa
     before = metrics.counters["statebag_degraded_to_legacy_total"]
     store = LocalFolderStore(tmp_path / "blobs")
     down = HttpManifestStore("http://127.0.0.1:9", "awk_x", timeout=0.5)
-    hydrator = StateHydrator(use_batching=True, use_2pc=True, store=store, manifest_store=down)
+    hydrator = StateHydrator(
+        use_batching=True, inline_frames=False, use_2pc=True, store=store, manifest_store=down
+    )
     result = hydrator.dehydrate_result(STATE, owner_id="acme", workflow_id="wf", execution_id="e7")
     assert result.payload["__statebag__"]["degraded"] is True and result.manifest is None
     assert metrics.counters["statebag_degraded_to_legacy_total"] == before + 1
@@ -264,6 +270,9 @@ def test_lambda_process__flags_and_commits_over_http__no_django(live_server, ser
         assert (answer["mode"], answer["2pc"], answer["heavy"]) == ("batched", True, [])
         event = {**answer["payload"], "execution_id": "lambda-1"}
     head = Manifest.objects.filter(execution__execution_id="lambda-1").order_by("-version").first()
-    assert head.version == 2 and head.committed_via == "2pc"
-    bag = StateHydrator(use_batching=True, store=LocalFolderStore(service_root)).hydrate(event)
+    # "turns" is a control-plane field that fits the payload: nothing to upload, one call each.
+    assert head.version == 2 and head.committed_via == "noupload"
+    bag = StateHydrator(use_batching=True, inline_frames=False, store=LocalFolderStore(service_root)).hydrate(
+        event
+    )
     assert len(bag["turns"]) == 2

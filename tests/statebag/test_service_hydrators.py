@@ -17,8 +17,9 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def service_store(statebag_storage, tmp_path):
+def service_store(statebag_storage, settings, tmp_path):
     statebag_storage(folder=tmp_path / "svc")
+    settings.STATEBAG = {**settings.STATEBAG, "INLINE_FRAMES": False}  # values go to packs
     reset_service_hydrators()
     yield statebag_store()
     reset_service_hydrators()
@@ -44,10 +45,13 @@ def test_shared_blob_cache__one_owners_blob_never_served_to_another_owner(servic
     # Given a blob of acme's, read once by acme's hydrator (so it is cached)
     acme = service_hydrator("acme", "wf")
     payload = acme.dehydrate(
-        {"note": {"text": "acme's secret " * 200}}, owner_id="acme", workflow_id="wf", execution_id="x1"
+        {"llm_response": {"text": "acme's secret " * 200}},
+        owner_id="acme",
+        workflow_id="wf",
+        execution_id="x1",
     )
-    assert acme.hydrate(payload)["note"] == {"text": "acme's secret " * 200}
-    ref = parse_pointer(payload["note"])
+    assert acme.hydrate(payload)["llm_response"] == {"text": "acme's secret " * 200}
+    ref = parse_pointer(payload["llm_response"])
     assert isinstance(ref, BlobRef)
     raw = canonical_json({"text": "acme's secret " * 200})
     assert ref.digest == sha256_hex(raw) and acme.cache.get(ref.digest) == raw

@@ -20,10 +20,12 @@ def test_store_for_storage__s3_storage__engine_round_trips_through_django_storag
     storage = storages["statebag"]
     store = store_for_storage(storage)
     assert isinstance(store, S3Store) and store.prefix == "svc/"
-    hydrator = StateHydrator(use_batching=True, use_zstd=True, store=store)
+    hydrator = StateHydrator(use_batching=True, inline_frames=False, use_zstd=True, store=store)
     state = {"messages": [{"text": f"turn {i} " * 300} for i in range(30)]}
     payload = hydrator.dehydrate(state, owner_id="acme", workflow_id="wf", execution_id="e1")
-    assert StateHydrator(use_batching=True, store=store).hydrate(payload).to_dict() == state
+    assert (
+        StateHydrator(use_batching=True, inline_frames=False, store=store).hydrate(payload).to_dict() == state
+    )
     keys = [item["Key"] for item in s3_client.list_objects_v2(Bucket=s3_bucket)["Contents"]]
     assert keys and all(key.startswith("svc/o/acme/p/") and key.endswith(".asbp") for key in keys)
 

@@ -44,6 +44,7 @@ def state(step):
 def hydrator_for(store, **options):
     return StateHydrator(
         use_batching=True,
+        inline_frames=False,
         use_zstd=True,
         use_2pc=True,
         store=store,
@@ -73,7 +74,9 @@ def test_two_phase__steps__commit_live_packs_and_leave_no_pins(local_store):
     assert not Pin.objects.exists()
     head = Execution.objects.get().head
     assert head.committed_via == "2pc" and head.version == 3
-    assert manifest_state(head, StateHydrator(use_batching=True, store=local_store)).to_dict() == state(3)
+    assert manifest_state(
+        head, StateHydrator(use_batching=True, inline_frames=False, store=local_store)
+    ).to_dict() == state(3)
 
 
 @pytest.mark.parametrize("crash_on_put", [1, 2])
@@ -104,6 +107,7 @@ def test_two_phase__commit_after_reaping__aborted_error(local_store):
 
     late = StateHydrator(
         use_batching=True,
+        inline_frames=False,
         use_zstd=True,
         use_2pc=True,
         store=local_store,
@@ -146,7 +150,9 @@ def test_retention_then_gc__old_versions_released__head_intact_no_list_calls(loc
     run = gc_sweep(grace=timedelta(0), store=local_store)
     assert run.deleted_objects > 0 and run.store_lists == 0
     head = Execution.objects.get().head
-    assert manifest_state(head, StateHydrator(use_batching=True, store=local_store)).to_dict() == state(6)
+    assert manifest_state(
+        head, StateHydrator(use_batching=True, inline_frames=False, store=local_store)
+    ).to_dict() == state(6)
     live_keys = set(Pack.objects.values_list("key", flat=True))
     assert stored_keys(local_store) == live_keys
     assert GCRun.objects.filter(kind="gc").exists()
@@ -188,7 +194,9 @@ def test_two_phase__reused_blob_collected_meanwhile__stored_again_and_readable(l
     result = hydrator.dehydrate_result(state(1), **other)
     assert result.new_blobs > 0
     head = Execution.objects.get(execution_id="exec-3").head
-    assert manifest_state(head, StateHydrator(use_batching=True, store=local_store)).to_dict() == state(1)
+    assert manifest_state(
+        head, StateHydrator(use_batching=True, inline_frames=False, store=local_store)
+    ).to_dict() == state(1)
 
 
 def test_hydrator__use_2pc_without_two_phase_store__loud_and_counted(local_store, caplog):
@@ -199,7 +207,9 @@ def test_hydrator__use_2pc_without_two_phase_store__loud_and_counted(local_store
             return ManifestRecord("0" * 64, 1)
 
     before = metrics.counters["statebag_2pc_unavailable_total"]
-    hydrator = StateHydrator(use_batching=True, use_2pc=True, store=local_store, manifest_store=OneStep())
+    hydrator = StateHydrator(
+        use_batching=True, inline_frames=False, use_2pc=True, store=local_store, manifest_store=OneStep()
+    )
     hydrator.dehydrate(state(1), **IDS)
     hydrator.dehydrate(state(1), **IDS)
     assert metrics.counters["statebag_2pc_unavailable_total"] == before + 2

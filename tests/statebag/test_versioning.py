@@ -22,6 +22,7 @@ def make_state(step):
 def hydrator(local_store):
     return StateHydrator(
         use_batching=True,
+        inline_frames=False,
         use_zstd=True,
         store=local_store,
         manifest_store=StateVersioningService(use_2pc=False),
@@ -46,7 +47,7 @@ def test_record__steps__chain_of_versions_each_hydrates_and_verifies(hydrator, l
     assert execution.head.hash == payload["__statebag__"]["manifest"]
     for manifest in Manifest.objects.filter(execution=execution):
         assert manifest_verify(manifest)
-        reader = StateHydrator(use_batching=True, store=local_store)
+        reader = StateHydrator(use_batching=True, inline_frames=False, store=local_store)
         assert manifest_state(manifest, reader).to_dict() == make_state(manifest.version)
     chain = manifest_chain(execution.head)
     assert [link.manifest.version for link in chain] == [6, 5, 4, 3, 2, 1]
@@ -109,7 +110,7 @@ def test_record__merge_of_two_parents__links_both(hydrator, local_store):
 
 
 def test_record__pointer_to_unrecorded_object__dangling_error(hydrator, local_store):
-    payload = StateHydrator(use_batching=True, store=local_store).dehydrate(
+    payload = StateHydrator(use_batching=True, inline_frames=False, store=local_store).dehydrate(
         make_state(2), **IDS
     )  # no manifest store
     from analemma_sdk.statebag import ManifestDraft
@@ -148,7 +149,10 @@ def test_record__service_requires_2pc__logs_and_counts_the_bypass(caplog, local_
 
     before = metrics.counters["statebag_2pc_bypassed_total"]
     hydrator = StateHydrator(
-        use_batching=True, store=local_store, manifest_store=StateVersioningService(use_2pc=True)
+        use_batching=True,
+        inline_frames=False,
+        store=local_store,
+        manifest_store=StateVersioningService(use_2pc=True),
     )
     hydrator.dehydrate(make_state(1), **IDS)
     assert "without two-phase commit" in caplog.text

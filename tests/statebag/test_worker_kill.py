@@ -58,6 +58,7 @@ def start_worker(redis_url, store_root, failpoints="", pool="solo", queues=("-Q"
         "CELERY_UNACKED_RESTORE_THROTTLE": "1",
         "STATEBAG_LOCAL_ROOT": str(store_root),
         "USE_2PC": "true",
+        "STATEBAG_INLINE_FRAMES": "false",  # values go to packs: there is an upload to kill
         "STATEBAG_FAILPOINTS": failpoints,
         **extra_env,
     }

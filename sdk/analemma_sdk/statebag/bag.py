@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator, MutableMapping
 from typing import Any, Protocol
 
-from .canonical import canonical_json, sha256_hex
-from .pointers import BlobRef, Literal, Stored, parse_pointer
+from .canonical import sha256_hex, value_json
+from .pointers import BlobRef, InlineRef, Literal, Stored, parse_pointer
 
 
 class PointerLoader(Protocol):
@@ -19,7 +19,7 @@ class PointerLoader(Protocol):
 
 class StateBag(MutableMapping[str, Any]):
     """Fields stay in their stored form until read. Assignments and deletions are tracked;
-    in-place edits of a loaded value are found by comparing canonical bytes."""
+    in-place edits of a loaded value are found by comparing value bytes (key order counts)."""
 
     def __init__(
         self,
@@ -53,9 +53,9 @@ class StateBag(MutableMapping[str, Any]):
         else:
             value = self._loader.load(pointer)
         self._values[name] = value
-        # A blob's digest is already its canonical digest; anything else is hashed once here.
+        # A blob's or frame's digest is already its value's; anything else is hashed once here.
         self._loaded_digests[name] = (
-            pointer.digest if isinstance(pointer, BlobRef) else sha256_hex(canonical_json(value))
+            pointer.digest if isinstance(pointer, BlobRef | InlineRef) else sha256_hex(value_json(value))
         )
         return value
 
@@ -115,12 +115,17 @@ class StateBag(MutableMapping[str, Any]):
         """True when the field was never read nor written: its stored form can be reused."""
         return name in self._stored and name not in self._values and name not in self._deleted
 
+    def unchanged(self, name: str) -> bool:
+        """True when the field was read and holds what it was hydrated with: its stored form
+        still stands for it. An assignment counts as a change only if the value differs."""
+        if name not in self._stored or name in self._deleted or name not in self._loaded_digests:
+            return False
+        return sha256_hex(value_json(self._values[name])) == self._loaded_digests[name]
+
     def changed_fields(self) -> set[str]:
-        changed = set(self._assigned) | (self._deleted & set(self._stored))
-        for name, value in self._values.items():
-            if name in changed or name not in self._stored:
-                continue
-            if sha256_hex(canonical_json(value)) != self._loaded_digests[name]:
+        changed = (self._deleted & set(self._stored)) | (self._assigned - set(self._loaded_digests))
+        for name in self._values:
+            if name not in changed and name in self._stored and not self.unchanged(name):
                 changed.add(name)
         return changed
 

@@ -3,7 +3,7 @@ an entry can never be stale: a warm Lambda container reads a blob it has seen fo
 
 from __future__ import annotations
 
-import threading
+import _thread
 from collections import OrderedDict
 
 
@@ -12,7 +12,7 @@ class BlobCache:
         self.max_bytes = max_bytes
         self._entries: OrderedDict[str, bytes] = OrderedDict()
         self._size = 0
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()  # threading's Lock, without importing threading
         self.hits = 0
         self.misses = 0
 

@@ -1,23 +1,46 @@
-"""Canonical JSON and digests: the bytes a value is addressed by.
+"""Value JSON, canonical JSON and digests.
 
-Canonical form: keys sorted, no whitespace, UTF-8, finite numbers only. orjson produces the
+Value form (``value_json``): what a stored value is and what it is addressed by. No
+whitespace, UTF-8, finite numbers only, and every object's keys in the order the value has
+them: agents replay stored messages into prompts, and prompt caches key on exact bytes, so a
+value comes back byte for byte as it went in. The same value with the same key order always
+has the same digest. Payloads written before this form (metadata ``v`` 1) addressed values
+by their canonical form, and read back in that order.
+
+Canonical form (``canonical_json``): the same with keys sorted, for what must not depend on
+key order (manifest hashes, pack indexes, request bodies). orjson produces the
 same bytes about seven times faster than the standard library, so it is used when installed
 (`analemma-sdk[fast]`) and the standard library otherwise. Both paths reject NaN/Infinity.
+
+Nothing heavy is imported here before it is needed: orjson, json and hashlib load on first use,
+so a Lambda that only reads a small payload never loads json's regular expressions or OpenSSL.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import gc
 import math
-from typing import Any, TypeGuard
+import sys
+from itertools import compress, repeat
+from operator import is_
 
 from .errors import InvalidValueError
 
+TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, Protocol, TypeGuard
+
+    class _Hash(Protocol):
+        def hexdigest(self) -> str: ...
+
+
 _DIGEST_HEX_LEN = 64
+_HEX_DIGITS = "0123456789abcdef"
 _INFINITIES = (math.inf, -math.inf)
 _orjson: Any = None
 _orjson_checked = False
+_json: Any = None
 
 
 def _load_orjson() -> Any:
@@ -33,14 +56,72 @@ def _load_orjson() -> Any:
     return _orjson
 
 
-def _has_non_finite(value: Any) -> bool:  # noqa: C901 - one flat loop, kept inline for speed
-    """True when ``value`` holds a NaN or an infinity anywhere.
+def _load_json() -> Any:
+    global _json
+    if _json is None:
+        import json  # the standard library's, only without orjson or for what it refuses
 
-    orjson writes those as null, which would silently change data, so they are looked for
-    first. Containers are iterated whole and leaves dispatched on their exact type: about six
-    times faster than a push/pop per node, which matters because this walk runs at
-    dehydration speed.
-    """
+        _json = json
+    return _json
+
+
+# Finding NaN and infinities ----------------------------------------------------------------
+# orjson writes NaN and infinities as null, which would silently change data, so a value whose
+# encoding holds a null is searched for them. The search runs at dehydration speed, on every
+# large value of a conversation (tool calls carry nulls), so it first tries a level-by-level
+# scan done mostly in C, on plain JSON data only (exact dict, list, tuple, str, int, float,
+# bool, None). It answers "no NaN or infinity" only when that is certain; any other value, or
+# any doubt, goes to the walk, which decides.
+
+_PLAIN_TYPES = frozenset({str, int, float, bool, type(None), dict, list, tuple})
+_CONTAINER_TYPES = frozenset({dict, list, tuple})
+_FLOAT_ONLY = frozenset({float})
+_MAX_LEVELS = 256  # orjson refuses deeper values; deeper than this is the walk's business
+# gc.get_referents lists every value of a dict and every item of a list or tuple on CPython
+# 3.11 and 3.12. From 3.13 a dict that is an object's __dict__ may list none (the object lists
+# them), and other interpreters may list other things: there the walk does it all.
+_REFERENTS_ARE_ITEMS = sys.implementation.name == "cpython" and sys.version_info < (3, 13)
+
+
+def _has_non_finite(value: Any) -> bool:
+    """True when ``value`` holds a NaN or an infinity anywhere (in dict values, list and tuple
+    items, subclasses included)."""
+    if _REFERENTS_ARE_ITEMS and _levels_all_finite(value):
+        return False
+    return _walk_non_finite(value)
+
+
+def _levels_all_finite(value: Any) -> bool:
+    """True when ``value`` is plain data all the way down and none of its floats is NaN or
+    infinite; False when that is not so or cannot be shown this way.
+
+    Level by level, breadth first, without a Python step per item: ``gc.get_referents`` lists
+    the items of every container of a level in one C call (a dict's values, a list's or a
+    tuple's items; atoms are not containers and list nothing), a set of the items' types says
+    whether a level holds floats or anything but plain data, and the sum of a level's floats is
+    finite only if each of them is (a sum that overflows sends the value to the walk, which then
+    finds nothing). A level holding anything but plain data stops the search before its
+    referents are listed, so the search never leaves the value."""
+    referents = gc.get_referents
+    items = [value]
+    for _ in range(_MAX_LEVELS):
+        types = list(map(type, items))
+        kinds = set(types)
+        if not kinds <= _PLAIN_TYPES:
+            return False
+        if float in kinds:
+            floats = items if kinds == _FLOAT_ONLY else compress(items, map(is_, types, repeat(float)))
+            if not math.isfinite(sum(floats, 0.0)):
+                return False
+        if kinds.isdisjoint(_CONTAINER_TYPES):
+            return True
+        items = referents(*items)
+    return False
+
+
+def _walk_non_finite(value: Any) -> bool:  # noqa: C901 - one flat loop, kept inline for speed
+    """The exact search, for any value orjson accepts. Containers are iterated whole and leaves
+    dispatched on their exact type: about six times faster than a push/pop per node."""
     stack: list[Any] = [(value,)]
     pop, push = stack.pop, stack.append
     while stack:
@@ -65,42 +146,87 @@ def _has_non_finite(value: Any) -> bool:  # noqa: C901 - one flat loop, kept inl
     return False
 
 
-def _stdlib_dumps(value: Any) -> bytes:
+# Encoding and decoding -----------------------------------------------------------------------
+def _stdlib_dumps(value: Any, sort_keys: bool = True) -> bytes:
     try:
-        return json.dumps(
-            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        ).encode("utf-8")
+        text: str = _load_json().dumps(
+            value, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+        return text.encode("utf-8")  # a lone surrogate fails here, as a ValueError
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidValueError(f"value is not canonical JSON: {exc}") from exc
 
 
 def canonical_json(value: Any) -> bytes:
-    """Return the canonical JSON bytes of ``value`` or raise InvalidValueError."""
+    """Return the canonical JSON bytes of ``value`` (keys sorted) or raise InvalidValueError."""
+    return _dumps(value, sort_keys=True)
+
+
+def value_json(value: Any) -> bytes:
+    """Return the value JSON bytes of ``value`` (key order kept) or raise InvalidValueError."""
+    return _dumps(value, sort_keys=False)
+
+
+def _dumps(value: Any, *, sort_keys: bool) -> bytes:
     orjson = _load_orjson()
     if orjson is not None:
         try:
-            encoded: bytes = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+            encoded: bytes = orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else 0)
         except (TypeError, orjson.JSONEncodeError):
             # Integers past 64 bits and other corner cases: the stdlib decides.
-            return _stdlib_dumps(value)
+            return _stdlib_dumps(value, sort_keys)
         if b"null" in encoded and _has_non_finite(value):
             raise InvalidValueError("value is not canonical JSON: NaN or Infinity")
         return encoded
-    return _stdlib_dumps(value)
+    return _stdlib_dumps(value, sort_keys)
+
+
+# Below this size a value parses in microseconds either way, and importing orjson (which loads
+# dataclasses, inspect, datetime, uuid and platform) would cost a cold start far more.
+_SMALL_JSON = 64 * 1024
 
 
 def parse_json(data: bytes) -> Any:
+    if _orjson is None and len(data) < _SMALL_JSON:
+        return _load_json().loads(data)  # orjson not loaded (yet, or at all): not for this
     orjson = _load_orjson()
     if orjson is not None:
         return orjson.loads(data)
-    return json.loads(data)
+    return _load_json().loads(data)
+
+
+# Digests -------------------------------------------------------------------------------------
+# The interpreter's own sha256 loads in a fraction of the time OpenSSL's does, which is what a
+# cold start reading a small payload pays for; OpenSSL's hashes several times faster, which is
+# what a large value pays for. Both compute the same digest.
+_SMALL_INPUT = 16 * 1024
+_sha256_small: Callable[[bytes], _Hash] | None = None
+_sha256_large: Callable[[bytes], _Hash] | None = None
 
 
 def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    if len(data) < _SMALL_INPUT:
+        return (_sha256_small or _load_sha256_small())(data).hexdigest()
+    return (_sha256_large or _load_sha256_large())(data).hexdigest()
+
+
+def _load_sha256_small() -> Callable[[bytes], _Hash]:
+    global _sha256_small
+    try:  # the module is _sha2 from Python 3.12 on
+        _sha256_small = __import__("_sha2" if sys.version_info >= (3, 12) else "_sha256").sha256
+    except (ImportError, AttributeError):  # builds without the interpreter's own hashes
+        _sha256_small = _load_sha256_large()
+    assert _sha256_small is not None
+    return _sha256_small
+
+
+def _load_sha256_large() -> Callable[[bytes], _Hash]:
+    global _sha256_large
+    import hashlib
+
+    _sha256_large = hashlib.sha256
+    return _sha256_large
 
 
 def is_digest(text: object) -> TypeGuard[str]:
-    return (
-        isinstance(text, str) and len(text) == _DIGEST_HEX_LEN and all(c in "0123456789abcdef" for c in text)
-    )
+    return isinstance(text, str) and len(text) == _DIGEST_HEX_LEN and not text.strip(_HEX_DIGITS)

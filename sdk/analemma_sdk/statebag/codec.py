@@ -1,8 +1,9 @@
 """Frame codecs: zstd (optionally with a trained dictionary), gzip, raw.
 
-zstandard is imported on first use. When it is missing, compression falls back to gzip
-with one warning (the original system's safe fallback); reading a zstd frame without it raises
-CodecUnavailableError rather than returning wrong data.
+zstandard is imported on first use: a hydrator that only reads inline frames never loads it
+(building one only asks the import system whether zstandard is there). When it is missing,
+compression falls back to gzip with one warning (the original system's safe fallback); reading a
+zstd frame without it raises CodecUnavailableError rather than returning wrong data.
 
 Decompression is always bounded by the size recorded for the frame: output is read in a
 stream and stops one byte past that size, so a bomb costs at most that much memory.
@@ -10,13 +11,12 @@ stream and stops one byte past that size, so a bomb costs at most that much memo
 
 from __future__ import annotations
 
-import gzip
-import logging
+import sys
 import zlib
-from typing import Any
 
 from .._record import Record
 from ..flags.spec import ZSTD_LEVEL_DEFAULT, ZSTD_LEVEL_MAX, ZSTD_LEVEL_MIN
+from . import metrics
 from .canonical import sha256_hex
 from .errors import (
     CodecUnavailableError,
@@ -25,7 +25,9 @@ from .errors import (
 )
 from .keys import validate_id
 
-logger = logging.getLogger("analemma_sdk.statebag")
+TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
+if TYPE_CHECKING:
+    from typing import Any
 
 RAW = "raw"
 GZIP = "gzip"
@@ -58,6 +60,20 @@ def load_zstandard() -> Any | None:
         except ImportError:
             _zstd, _zstd_state = None, "missing"
     return _zstd
+
+
+def zstandard_installed() -> bool:
+    """Whether zstandard can be imported, without importing it (tens of milliseconds of a cold
+    start, and a hydrator that only reads inline frames never needs it)."""
+    if "zstandard" in sys.modules:  # imported already, or blocked (None) as if not installed
+        return sys.modules["zstandard"] is not None
+    if _zstd_state != "unchecked":
+        return _zstd_state == "present"
+    for finder in sys.meta_path:
+        find_spec = getattr(finder, "find_spec", None)
+        if find_spec is not None and find_spec("zstandard", None) is not None:
+            return True
+    return False
 
 
 def _require_zstandard() -> Any:
@@ -133,7 +149,7 @@ class Compressor:
         self.dictionary = dictionary
         self.codec = codec
         self._zstd_compressor: Any = None
-        if codec == ZSTD and load_zstandard() is None:
+        if codec == ZSTD and not zstandard_installed():
             _warn_fallback_once()
             self.codec = GZIP
 
@@ -141,7 +157,12 @@ class Compressor:
         tiny = TINY_BYTES_WITH_DICTIONARY if self.dictionary is not None else TINY_BYTES
         if self.codec == RAW or len(raw) < tiny:
             return Encoded(RAW, raw)
+        if self.codec == ZSTD and self._zstd_compressor is None and load_zstandard() is None:
+            _warn_fallback_once()  # installed, yet it would not import
+            self.codec = GZIP
         if self.codec == GZIP:
+            import gzip  # only on the gzip path
+
             packed = gzip.compress(raw, compresslevel=GZIP_LEVEL, mtime=0)
             return Encoded(GZIP, packed) if len(packed) < len(raw) else Encoded(RAW, raw)
         compressor = self._zstd()
@@ -165,7 +186,7 @@ def _warn_fallback_once() -> None:
     global _warned_fallback
     if not _warned_fallback:
         _warned_fallback = True
-        logger.warning("zstandard is not installed: compressing with gzip instead")
+        metrics.logger().warning("zstandard is not installed: compressing with gzip instead")
 
 
 def decode(

@@ -9,7 +9,6 @@ Only after an upload does this process remember the new packs as stored.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,8 +27,6 @@ from .manifests import (
 )
 from .packing import Batch
 from .stores import BlobStore
-
-logger = logging.getLogger("analemma_sdk.statebag")
 
 
 class Committer:
@@ -78,6 +75,22 @@ class Committer:
         if store is None:
             self.upload(batch, owner_id)
             return None
+        if not batch.items and supports_two_phase(store):
+            # Nothing to upload: a version that only points at stored blobs leaves nothing for
+            # a collector to race between two phases, so one call records it (the service
+            # checks those blobs live as it records). For most steps that is the whole commit.
+            return store.record(
+                ManifestDraft(
+                    owner_id=owner_id,
+                    workflow_id=workflow_id,
+                    execution_id=execution_id,
+                    parents=parents,
+                    entries=entries,
+                    packs=(),
+                    cohort=self.cohort,
+                    idempotency_key=idempotency_key,
+                )
+            )
         if self.use_2pc and supports_two_phase(store):
             # Before prepare: the service accepts frames naming a dictionary only once it is
             # stored under the owner's prefix.
@@ -161,7 +174,7 @@ class Committer:
         metrics.increment("statebag_2pc_unavailable_total")
         if not self._warned_no_2pc:
             self._warned_no_2pc = True
-            logger.error(
+            metrics.logger().error(
                 "use_2pc is on but %r cannot run a two-phase commit: committing in one step",
                 self.manifest_store,
             )
@@ -172,6 +185,6 @@ def _abort_quietly(store: TwoPhaseManifestStore, txn_id: str) -> None:
     try:
         store.abort(txn_id)
     except Exception as exc:  # already failing; the reaper is the backstop
-        logger.warning(
+        metrics.logger().warning(
             "abort of transaction %s failed (%s): the reaper aborts it when it expires", txn_id, exc
         )

@@ -19,16 +19,16 @@ with a warning and a metric; nothing here raises.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
-from typing import Any
 
 from ..flags.spec import SDK_FLAGS
 from . import metrics
-from .codec import validate_level
+from .codec import validate_level, zstandard_installed
 
-logger = logging.getLogger("analemma_sdk.statebag")
+TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
+if TYPE_CHECKING:
+    from typing import Any
 
 # The configuration is the SDK's own flags; each has an environment variable of its name.
 FIELDS = tuple(SDK_FLAGS)
@@ -86,7 +86,7 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         try:
             found[name] = _parse(name, raw)
         except ValueError:
-            logger.warning("ignoring %s=%r: not a valid %s", variable, raw, name)
+            metrics.logger().warning("ignoring %s=%r: not a valid %s", variable, raw, name)
     return found
 
 
@@ -173,16 +173,13 @@ def _from_flags(flags: Any, unit: str | None) -> tuple[dict[str, Any], int | Non
         return values, getattr(flags, "revision", None)
     except Exception as exc:  # flags must never break a dehydration
         metrics.increment("statebag_flags_unavailable_total")
-        logger.warning("flag set unusable (%s): using the legacy configuration", exc)
+        metrics.logger().warning("flag set unusable (%s): using the legacy configuration", exc)
         return {}, None
 
 
 def zstd_available() -> bool:
-    try:
-        import zstandard  # noqa: F401 - loaded now because zstd is about to be used
-    except ImportError:
-        return False
-    return True
+    """Whether zstandard is installed; it loads when a frame is first compressed."""
+    return zstandard_installed()
 
 
 def resolve_config(
@@ -212,7 +209,9 @@ def resolve_config(
         values[name], sources[name] = layer[name], source
     if values["use_zstd"] and not zstd_available():
         metrics.increment("statebag_zstd_unavailable_total")
-        logger.warning("use_zstd is on but the zstandard library is not installed: using the legacy path")
+        metrics.logger().warning(
+            "use_zstd is on but the zstandard library is not installed: using the legacy path"
+        )
         values.update(use_batching=False, use_zstd=False)
         sources.update(use_batching="fallback", use_zstd="fallback")
     return HydratorConfig(values, sources, revision)

@@ -96,6 +96,16 @@ class ManifestIntegrityError(StateBagError):
     after it was committed), or cannot be checked. Its contents are never used."""
 
 
+class CorruptEnvelopeError(CorruptPackError):
+    """An envelope segment (``o/<owner>/e/...``) is damaged, truncated, in an unknown format, or
+    does not hold what its key names."""
+
+
+class EnvelopeIntegrityError(ManifestIntegrityError):
+    """An envelope segment decodes but does not check: a version's hash, a parent link, a kept
+    value's digest, or the run of versions it holds. None of its contents are used."""
+
+
 class StoreReadOnlyError(StateBagError):
     """The store takes no direct writes: the service's store, read through the service, is
     written only at the upload URLs of a prepared transaction."""

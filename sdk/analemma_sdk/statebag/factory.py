@@ -13,24 +13,25 @@ two phases through the service whatever ``use_2pc`` resolves to (and its payload
 
 from __future__ import annotations
 
-import logging
+import _thread
 import os
-import threading
-from typing import Any
 
-from .config import resolve_config
-from .hydrator import StateHydrator
-from .manifests import ManifestStore
 from .store_urls import default_store, reset_default_store, store_from_url
-from .stores import BlobStore
+
+TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .hydrator import StateHydrator
+    from .manifests import ManifestStore
+    from .stores import BlobStore
 
 # default_store and store_from_url live in store_urls.py (the hydrator needs the default store
-# too); they are still reached from here, as before.
+# too); they are still reached from here, as before. The engine itself (config, hydrator) loads
+# when the first hydrator is built, not when this module is imported.
 __all__ = ["default_manifest_store", "default_store", "get_hydrator", "reset_hydrators", "store_from_url"]
 
-logger = logging.getLogger("analemma_sdk.statebag")
-
-_lock = threading.Lock()
+_lock = _thread.allocate_lock()
 _hydrators: dict[tuple[Any, ...], StateHydrator] = {}
 _default_manifest_store: ManifestStore | None = None
 
@@ -70,6 +71,9 @@ def get_hydrator(
     execution id — and the configuration the execution already runs with — from the payload.
     Precedence, per setting: argument, environment variable, the execution's recorded
     configuration, the flag set, legacy default (see ``analemma_sdk.statebag.config``)."""
+    from .config import resolve_config
+    from .hydrator import StateHydrator
+
     config = resolve_config(
         explicit={
             "use_batching": use_batching,
@@ -120,7 +124,9 @@ def get_hydrator(
             )
             _hydrators[key] = hydrator
             if through_service:
-                logger.info(
+                from . import metrics
+
+                metrics.logger().info(
                     "use_2pc is off (%s) but this client has no store of its own "
                     "(STATEBAG_STORE_URL): committing in two phases through the service",
                     config.sources["use_2pc"],

@@ -4,7 +4,8 @@ storage access but no database.
     store = HttpManifestStore("https://analemma.example.com", os.environ["STATEBAG_WRITE_KEY"])
     hydrator = get_hydrator(use_batching=True, use_2pc=True, manifest_store=store)
 
-prepare -> upload -> commit, as StateVersioningService does in process. Packs go to the
+prepare -> upload -> commit, as StateVersioningService does in process; a version that
+uploads nothing (most steps) is one call, ``record``. Packs go to the
 hydrator's own store, or with ``upload="presigned"`` to the URLs the service returns (a
 presigned S3 PUT, or the service's own upload endpoint for a local folder). The service checks
 every declared object's size and sha256 before it commits. Errors are typed: an unreachable or
@@ -56,6 +57,10 @@ READ_CHUNK_BYTES = 8 * 1024 * 1024
 MAX_OBJECT_BYTES = 256 * 1024 * 1024
 
 
+class _NoRecordEndpoint(LookupError):
+    """The service answers no one-call record (it predates it)."""
+
+
 def _record(answer: Mapping[str, Any]) -> ManifestRecord:
     return ManifestRecord(answer["hash"], int(answer["version"]), answer.get("entries"))
 
@@ -71,6 +76,7 @@ class HttpManifestStore:
         self.timeout = timeout
         self.upload_mode = upload
         self._pack_store: ServicePackStore | None = None
+        self._one_call = True
 
     def __repr__(self) -> str:
         return f"<HttpManifestStore {self.base_url} upload={self.upload_mode}>"
@@ -113,8 +119,31 @@ class HttpManifestStore:
         self._call("POST", path, {}, missing=UnknownTransactionError)
 
     def record(self, draft: ManifestDraft) -> ManifestRecord:
-        """One step for a caller that uploaded first: prepare and commit at once (the service
-        still checks the uploads)."""
+        """One step. A version that uploads nothing is one request (``POST /manifests``): the
+        service checks every blob it points at, and holds it against collection, inside the
+        transaction that records it. One whose objects were uploaded first is prepared and
+        committed at once (the service still checks the uploads)."""
+        if not draft.packs and self._one_call:
+            body = {
+                "owner_id": draft.owner_id,
+                "workflow_id": draft.workflow_id,
+                "execution_id": draft.execution_id,
+                "parents": list(draft.parents),
+                "entries": dict(draft.entries),
+                "cohort": dict(draft.cohort),
+                "idempotency_key": draft.idempotency_key,
+            }
+            try:
+                try:
+                    return _record(self._call("POST", "/manifests", body, missing=_NoRecordEndpoint))
+                except ManifestServiceUnavailableError:
+                    if not draft.idempotency_key:
+                        raise  # without a key, asking again could record a second version
+                    # With one, a lost answer is asked for again, once: the service replays it.
+                    return _record(self._call("POST", "/manifests", body, missing=_NoRecordEndpoint))
+            except _NoRecordEndpoint:
+                # A service from before one-call records: two phases, as then.
+                self._one_call = False
         prepared = self.prepare(
             PrepareRequest(
                 owner_id=draft.owner_id,

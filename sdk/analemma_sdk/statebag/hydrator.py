@@ -1,11 +1,20 @@
 """StateHydrator: dehydrate a state into a small payload, hydrate a payload into a lazy bag.
 
 Modes:
-* legacy (no flags, the baseline): each large field is written to its own object on every
-  dehydration, no batching, no dedup, no compression; hydrate() loads every pointer at once.
-* batched (``use_batching``): changed large values go into at most one pack per temperature
-  group; values whose digest is already stored cost no write; lists are chunked so an append
-  stores about one item; hydrate() is lazy. ``use_zstd`` picks zstd over gzip for frames.
+* legacy (no flags, the baseline): exactly the original system's legacy path — a data-plane
+  field over 10 KB is one uncompressed object, written again at every dehydration that read
+  it; everything else stays inline; one whole-object GET per offloaded field on first access;
+  nothing kept between invocations. A team switching sees the same requests on day one.
+* batched (``use_batching``): data-plane values stay in the payload as compressed inline
+  frames while the payload fits its budget; under budget pressure the largest go into at most
+  one pack per temperature group, values whose digest is already stored cost no write, lists
+  are chunked so an append stores about one chunk. ``use_zstd`` picks zstd over gzip for
+  pack frames. Values keep their key order on every path.
+* degraded: what a batched dehydration falls back to when the manifest service cannot be
+  reached — every large value to an object of its own, nothing reused, the payload within
+  its budget.
+
+Hydration is lazy in every mode: a field is fetched on first access.
 
 A dehydration is complete or fails: nothing is held back for a later call.
 
@@ -16,16 +25,15 @@ known.py remembers what is stored. This class wires them together for one config
 
 from __future__ import annotations
 
-import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .._record import Record
 from . import metrics
 from .bag import StateBag
 from .cache import BlobCache
-from .canonical import canonical_json
+from .canonical import value_json
 from .codec import DEFAULT_ZSTD_LEVEL, GZIP, RAW, ZSTD, Compressor, ZstdDictionary
 from .commit import Committer
 from .config import META_KEY, config_tag
@@ -40,10 +48,15 @@ from .known import KnownDigests
 from .manifests import ManifestStore, PackWrite
 from .packing import Batch, Packer
 from .planning import (
+    BATCHED,
+    DATA_PLANE_FIELDS,
     DEFAULT_CHUNK_TARGET,
     DEFAULT_INLINE_THRESHOLD,
     DEFAULT_MAX_BLOB_BYTES,
     DEFAULT_PAYLOAD_BUDGET,
+    HARD_PAYLOAD_CEILING,
+    LEGACY,
+    OBJECTS,
     FieldPlan,
     PlanningConfig,
     blobs_of,
@@ -60,9 +73,9 @@ from .temperature import TemperatureRegistry
 
 __all__ = ["META_KEY", "DehydrationResult", "StateHydrator"]
 
-logger = logging.getLogger("analemma_sdk.statebag")
 
-META_VERSION = 1
+# 2: values are stored in their own key order (canonical.value_json); 1: key-sorted.
+META_VERSION = 2
 
 
 class DehydrationResult(Record, frozen=True):
@@ -98,6 +111,8 @@ class StateHydrator:
         use_2pc: bool = False,
         cohort: Mapping[str, Any] | None = None,
         compression_level: int | None = None,
+        data_plane_fields: Iterable[str] = DATA_PLANE_FIELDS,
+        inline_frames: bool = True,
     ) -> None:
         """``store`` defaults to the process-wide store (STATEBAG_STORE_URL, else a temp folder).
         ``compression_level`` is the deprecated name of ``zstd_level``. ``cache``: a blob cache
@@ -108,7 +123,12 @@ class StateHydrator:
         only theirs; it is stored under that owner's prefix. ``dictionaries`` are further ones
         for reading, each bound to its owner. ``legacy_dictionaries`` says whether frames written
         by earlier versions may use the dictionaries they kept in the shared ``dicts/`` folder
-        (see ``reader.LegacyDictionaries``)."""
+        (see ``reader.LegacyDictionaries``). ``data_plane_fields``: the fields that may leave
+        the payload (the original system's list by default); the others stay plain JSON for
+        the orchestrator, unless a batched payload's budget leaves no other choice.
+        ``inline_frames`` (batched): off stores every data-plane value over ``inline_threshold``
+        in a pack, as versions before inline frames did, for payloads that must stay as small
+        as they can whatever the requests cost."""
         zstd_level = _zstd_level_argument(zstd_level, compression_level)
         if dictionary is not None and not dictionary.owner_id:
             raise ValueError(
@@ -116,7 +136,9 @@ class StateHydrator:
                 "ZstdDictionary(data, owner_id=...) or dictionary.for_owner(owner_id)"
             )
         self.planning = PlanningConfig(
-            use_batching=bool(use_batching),
+            policy=BATCHED if use_batching else LEGACY,
+            data_plane=frozenset(data_plane_fields),
+            inline_frames=bool(inline_frames),
             inline_threshold=inline_threshold,
             payload_budget=payload_budget,
             chunk_target=chunk_target,
@@ -191,6 +213,8 @@ class StateHydrator:
 
     @property
     def mode(self) -> str:
+        if self.planning.policy == OBJECTS:
+            return "degraded"
         if not self.use_batching:
             return "legacy"
         if self.compressor.codec != ZSTD:
@@ -217,10 +241,8 @@ class StateHydrator:
             stored.update(self.reader.load_field_map(meta["spill"]))
         state = StateBag(self.reader, stored, meta)
         owner = (meta or {}).get("owner")
-        if isinstance(owner, str):
+        if isinstance(owner, str) and self.use_batching:
             self.known.remember_pointers(owner, state.pointers().values())
-        if not self.use_batching:
-            state.to_dict()  # the legacy path loads everything up front
         return state
 
     def load(self, pointer: Stored) -> Any:
@@ -264,7 +286,8 @@ class StateHydrator:
         previous = state.meta if isinstance(state, StateBag) else state.get(META_KEY)
         previous = previous if isinstance(previous, dict) else {}
         plans = plan_state(state, self.planning)
-        fits = fit_budget(plans, owner_id, self.planning)
+        # The legacy path offloads by name and size only, as the original did, whatever the size.
+        fits = self.planning.policy == LEGACY or fit_budget(plans, owner_id, self.planning)
         parent = previous.get("manifest") if previous.get("execution") == execution_id else None
         parents = (parent,) if isinstance(parent, str) else ()
         ids = (owner_id, workflow_id, execution_id)
@@ -292,10 +315,13 @@ class StateHydrator:
                 return self._degrade(state, ids, parents, exc)
             except StaleReferenceError as exc:
                 # A blob this process remembered as stored was collected since: forget it and
-                # plan again, so that this time the value is stored anew.
+                # plan again, so that this time the value is stored anew (a field read but
+                # unchanged too, rather than keep a pointer to what may be gone).
                 self._forget_stale(owner_id, exc, batch, plans)
                 if attempt:
                     raise
+                plans = plan_state(state, self.planning, keep_read=False)
+                fits = self.planning.policy == LEGACY or fit_budget(plans, owner_id, self.planning)
         if record is not None:
             meta.update(manifest=record.hash, version=record.version)
             if record.entries is not None:
@@ -303,10 +329,12 @@ class StateHydrator:
                 meta.pop("spill", None)
                 entries = visible = dict(record.entries)
         payload = {**visible, META_KEY: meta}
-        size = len(canonical_json(payload))
-        if size > self.payload_budget:
+        size = len(value_json(payload))
+        limit = HARD_PAYLOAD_CEILING if self.planning.policy == LEGACY else self.payload_budget
+        if size > limit:
             raise PayloadTooLargeError(
-                f"payload is {size} bytes after offloading, over the {self.payload_budget}-byte budget"
+                f"payload is {size} bytes after offloading, over the {limit}-byte "
+                f"{'ceiling' if self.planning.policy == LEGACY else 'budget'}"
             )
         return DehydrationResult(
             payload=payload,
@@ -333,17 +361,30 @@ class StateHydrator:
         parents: tuple[str, ...],
         error: Exception,
     ) -> DehydrationResult:
-        """The manifest service is unreachable: store this version the legacy way (one object
-        per large field, nothing recorded) rather than fail the caller's step. The payload keeps
-        the last committed version as its parent, so the chain continues from there."""
+        """The manifest service is unreachable: store this version on the degraded path (one
+        object per large field, nothing reused, nothing recorded) rather than fail the caller's
+        step. The payload keeps the last committed version as its parent, so the chain
+        continues from there."""
         metrics.increment("statebag_degraded_to_legacy_total")
-        logger.warning("manifest service unavailable (%s): dehydrating %s on the legacy path", error, ids[2])
+        metrics.logger().warning(
+            "manifest service unavailable (%s): dehydrating %s on the degraded path", error, ids[2]
+        )
         legacy = StateHydrator(
             store=self.store,
             inline_threshold=self.inline_threshold,
             payload_budget=self.payload_budget,
             max_blob_bytes=self.max_blob_bytes,
             temperatures=self.temperatures,
+            data_plane_fields=self.planning.data_plane,
+        )
+        legacy.planning = PlanningConfig(
+            policy=OBJECTS,
+            inline_threshold=self.inline_threshold,
+            payload_budget=self.payload_budget,
+            chunk_target=self.chunk_target,
+            max_blob_bytes=self.max_blob_bytes,
+            temperatures=self.temperatures,
+            data_plane=self.planning.data_plane,
         )
         owner_id, workflow_id, execution_id = ids
         result = legacy.dehydrate_result(

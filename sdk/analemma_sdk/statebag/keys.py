@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from .canonical import sha256_hex
 from .errors import InvalidKeyError
 
 _SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
@@ -60,6 +61,52 @@ def legacy_dictionary_key(dict_id: str) -> str:
     """Where earlier versions kept every dictionary, shared by all owners. Read only for frames
     written then; nothing is written here any more."""
     return validate_key(f"dicts/{dict_id}.zdict")
+
+
+def owner_envelopes_prefix(owner_id: str) -> str:
+    """Where every envelope segment of one owner lives."""
+    return f"o/{owner_id}/e/"
+
+
+MAX_ENVELOPE_VERSION = 9_999_999_999  # ten digits in a segment's key
+_ENVELOPE_NAME_RE = re.compile(r"([0-9]{10})-([0-9]{10})\.env")
+_EXECUTION_TAG_RE = re.compile(r"[0-9a-f]{32}")
+
+
+def execution_envelopes_prefix(owner_id: str, execution_id: str) -> str:
+    """Where the envelope segments of one execution live: its id enters the key only hashed
+    (``sha256(execution id)[:32]``), so every execution's prefix has the same shape."""
+    validate_id("execution id", execution_id)
+    tag = sha256_hex(execution_id.encode("utf-8"))[:32]
+    return f"{owner_envelopes_prefix(validate_id('owner id', owner_id))}{tag}/"
+
+
+def envelope_key(owner_id: str, execution_id: str, first: int, last: int) -> str:
+    """The segment holding versions ``first`` to ``last`` of an execution's manifests."""
+    if not (
+        isinstance(first, int)
+        and isinstance(last, int)
+        and not isinstance(first, bool)
+        and not isinstance(last, bool)
+        and 1 <= first <= last <= MAX_ENVELOPE_VERSION
+    ):
+        raise InvalidKeyError(f"invalid envelope version range {first!r}-{last!r}")
+    return validate_key(f"{execution_envelopes_prefix(owner_id, execution_id)}{first:010d}-{last:010d}.env")
+
+
+def parse_envelope_key(key: str) -> tuple[str, str, int, int] | None:
+    """(owner id, execution tag, first version, last version) of a segment's key; None for any
+    other key."""
+    parts = key.split("/")
+    if len(parts) != 5 or parts[0] != "o" or parts[2] != "e" or not _ID_RE.fullmatch(parts[1]):
+        return None
+    name = _ENVELOPE_NAME_RE.fullmatch(parts[4])
+    if name is None or not _EXECUTION_TAG_RE.fullmatch(parts[3]):
+        return None
+    first, last = int(name.group(1)), int(name.group(2))
+    if not 1 <= first <= last:
+        return None
+    return parts[1], parts[3], first, last
 
 
 def is_dictionary_key(key: str) -> bool:

@@ -13,6 +13,7 @@ from typing import Any, Protocol, TypeGuard
 from .._record import Record, factory
 from .canonical import canonical_json, sha256_hex
 from .errors import ManifestIntegrityError, StateBagError
+from .inline import hashed_form
 from .packs import FrameRef
 
 MANIFEST_FORMAT = 1
@@ -83,7 +84,9 @@ def manifest_hash(
     cohort: Mapping[str, Any],
 ) -> str:
     """Hash of a manifest over its entries and its parents' hashes: editing any version of
-    the history changes the hash of every version after it."""
+    the history changes the hash of every version after it. An inline frame counts by its
+    digest, not its bytes (``inline.hashed_form``): a copy that keeps the decoded value
+    checks the same."""
     return sha256_hex(
         canonical_json(
             {
@@ -93,7 +96,7 @@ def manifest_hash(
                 "execution": execution_id,
                 "version": version,
                 "parents": list(parents),
-                "entries": dict(entries),
+                "entries": {name: hashed_form(entry) for name, entry in entries.items()},
                 "cohort": dict(cohort),
             }
         )

@@ -13,7 +13,7 @@ from collections import defaultdict
 
 from .._record import Record, factory
 from .canonical import sha256_hex
-from .codec import Compressor
+from .codec import RAW, Compressor
 from .keys import object_key, pack_key
 from .known import KnownDigests
 from .manifests import PackWrite
@@ -109,7 +109,11 @@ class Packer:
         blob.ref = BlobRef(
             blob.digest, key, 0, len(encoded.data), encoded.codec, len(blob.raw), encoded.dict_id, whole=True
         )
-        write = PackWrite(key, sha256_hex(encoded.data), len(encoded.data), (frame,), kind="object")
+        # A raw frame is the blob's own bytes, whose digest the blob already carries.
+        digest = (
+            blob.digest if encoded.codec == RAW and encoded.data is blob.raw else sha256_hex(encoded.data)
+        )
+        write = PackWrite(key, digest, len(encoded.data), (frame,), kind="object")
         return write, encoded.data
 
 

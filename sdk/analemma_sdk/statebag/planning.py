@@ -1,6 +1,22 @@
-"""Planning a dehydration: for each field, whether it stays inline in the payload, keeps the
-pointer it was hydrated with, or becomes a new blob (a whole value, or the chunks of a list),
-so that the payload fits its budget.
+"""Planning a dehydration: for each field, whether it stays inline in the payload (plain, or
+compressed in an inline frame), keeps the stored form it was hydrated with, or becomes a new
+blob (a whole value, or the chunks of a list), so that the payload fits its budget.
+
+Three policies:
+
+* ``legacy`` — the original system's path, exactly: a field is offloaded only when its name is
+  one of the data-plane fields and its JSON is over 10 KB; each offloaded field is one
+  uncompressed object; a field read during the step is written again in full, a field never
+  read keeps its pointer; nothing else, whatever its size, leaves the payload.
+* ``batched`` — data-plane values over ``inline_threshold`` are kept in the payload as
+  compressed inline frames; only when the payload would exceed its budget do the largest go
+  to one pack per temperature group (an append-only list as sealed chunks plus an inline
+  tail, so a later step stores only new chunks). Control-plane fields stay plain JSON for the
+  orchestrator's path expressions, unless the budget leaves no choice. A field read but not
+  changed keeps its stored form.
+* ``objects`` — what a dehydration falls back to when the manifest service is unreachable:
+  every value over ``inline_threshold`` to an object of its own, nothing reused, the payload
+  within its budget.
 
 Pure: nothing here reads or writes a store. Packing gives each new blob its pointer
 (``PendingBlob.ref``); only then can the plans be rendered into the stored entries.
@@ -13,13 +29,14 @@ from typing import Any
 
 from .._record import Record, factory
 from .bag import StateBag
-from .canonical import canonical_json, sha256_hex
+from .canonical import canonical_json, parse_json, sha256_hex, value_json
 from .chunking import join_items, seal_ranges
 from .codec import GZIP
 from .config import META_KEY
 from .errors import BlobTooLargeError
+from .inline import decode_inline, encode_inline, encoded_size
 from .keys import pack_key
-from .pointers import TAG, BlobRef, ChunkRef, ListRef, literal_json, needs_escape
+from .pointers import TAG, BlobRef, ChunkRef, InlineRef, ListRef, literal_json, needs_escape
 from .temperature import Temperature, TemperatureRegistry
 
 HARD_PAYLOAD_CEILING = 256 * 1024
@@ -27,19 +44,53 @@ DEFAULT_PAYLOAD_BUDGET = 16 * 1024
 DEFAULT_INLINE_THRESHOLD = 1024
 DEFAULT_CHUNK_TARGET = 8 * 1024
 DEFAULT_MAX_BLOB_BYTES = 64 * 1024 * 1024
+# The original system's legacy path: what it may offload, and from what size.
+DATA_PLANE_FIELDS = frozenset(
+    {
+        "workflow_config",
+        "partition_map",
+        "segment_manifest",
+        "current_state",
+        "final_state",
+        "state_history",
+        "parallel_results",
+        "branch_results",
+        "callback_result",
+        "llm_response",
+        "query_results",
+        "step_history",
+        "messages",
+        "thought_signature",
+        "thinking_process",
+        "thought_steps",
+    }
+)
+LEGACY_OFFLOAD_BYTES = 10 * 1024
+LEGACY = "legacy"
+BATCHED = "batched"
+OBJECTS = "objects"
+POLICIES = (LEGACY, BATCHED, OBJECTS)
 # The payload's metadata at its longest: ids of 128 characters, a manifest hash, a version.
 _META_SIZE_BOUND = 320 + 3 * 128
 
 
 class PlanningConfig(Record, frozen=True):
-    use_batching: bool = False  # off: every large value is one blob, no list chunking, no reuse
+    policy: str = LEGACY
     inline_threshold: int = DEFAULT_INLINE_THRESHOLD
     payload_budget: int = DEFAULT_PAYLOAD_BUDGET
     chunk_target: int = DEFAULT_CHUNK_TARGET
     max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES
     temperatures: TemperatureRegistry = factory(default_factory=TemperatureRegistry)
+    data_plane: frozenset[str] = DATA_PLANE_FIELDS
+    inline_frames: bool = True  # batched: off puts every large data-plane value in a pack
+
+    @property
+    def use_batching(self) -> bool:
+        return self.policy == BATCHED
 
     def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}")
         if not 1024 <= self.payload_budget <= HARD_PAYLOAD_CEILING:
             raise ValueError(f"payload_budget must be 1024-{HARD_PAYLOAD_CEILING} bytes")
         if not 0 <= self.inline_threshold < self.payload_budget:
@@ -54,6 +105,7 @@ class InlineValue(Record):
 
     stored: Any
     size: int
+    raw: bytes | None = None  # the value's JSON, when known: offloading it needs no encoding
 
 
 class KeptPointer(Record):
@@ -61,6 +113,19 @@ class KeptPointer(Record):
 
     stored: Any
     size: int
+
+
+class InlineFrame(Record):
+    """A data-plane value kept in the payload, compressed."""
+
+    ref: InlineRef
+    raw: bytes
+    temperature: Temperature
+    value: Any = None  # kept to chunk a list without decoding it again; None: decode ``raw``
+
+    @property
+    def size(self) -> int:
+        return encoded_size(self.ref)
 
 
 class PendingBlob(Record):
@@ -86,7 +151,7 @@ class ChunkedList(Record):
         return sum(len(b) + 1 for b in self.tail_bytes) + 1
 
 
-FieldPlan = InlineValue | KeptPointer | PendingBlob | ChunkedList
+FieldPlan = InlineValue | KeptPointer | InlineFrame | PendingBlob | ChunkedList
 
 
 def pending_blob(raw: bytes, temperature: Temperature) -> PendingBlob:
@@ -94,50 +159,99 @@ def pending_blob(raw: bytes, temperature: Temperature) -> PendingBlob:
 
 
 # From a state to plans ------------------------------------------------------------------
-def plan_state(state: Mapping[str, Any], config: PlanningConfig) -> dict[str, FieldPlan]:
+def plan_state(
+    state: Mapping[str, Any], config: PlanningConfig, *, keep_read: bool = True
+) -> dict[str, FieldPlan]:
+    """``keep_read=False``: a field that was read is planned from its value even when unchanged
+    (after a commit found a stored form it would keep collected meanwhile)."""
     plans: dict[str, FieldPlan] = {}
+    bag = state if isinstance(state, StateBag) else None
     for name in state:
         if name == META_KEY:
             continue
         if not isinstance(name, str):
             raise TypeError("state field names must be strings")
-        if config.use_batching and isinstance(state, StateBag) and state.untouched(name):
-            # Never read nor written: reuse its stored form without loading it.
-            stored = state.stored_form(name)
+        if bag is not None and config.policy != OBJECTS and _keeps_stored_form(bag, name, config, keep_read):
+            pointer = bag.pointer(name)
+            stored = bag.stored_form(name)
+            if isinstance(pointer, InlineRef):
+                # Kept as it is, unless the budget moves it out: then its bytes are needed.
+                raw = decode_inline(pointer, config.max_blob_bytes)
+                plans[name] = InlineFrame(pointer, raw, config.temperatures.of(name))
+                continue
             size = len(canonical_json(stored))
-            is_ref = isinstance(state.pointer(name), BlobRef | ListRef)
+            is_ref = isinstance(pointer, BlobRef | ListRef)
             plans[name] = KeptPointer(stored, size) if is_ref else InlineValue(stored, size)
         else:
             plans[name] = plan_value(name, state[name], config)
     return plans
 
 
+def _keeps_stored_form(bag: StateBag, name: str, config: PlanningConfig, keep_read: bool) -> bool:
+    """A field never read keeps its stored form on every path (the original's too); batched, a
+    field read but left as it was keeps it as well, where the original writes it again."""
+    if bag.untouched(name):
+        return True
+    return keep_read and config.use_batching and bag.unchanged(name)
+
+
 def plan_value(name: str, value: Any, config: PlanningConfig) -> FieldPlan:
-    if config.use_batching and isinstance(value, list):
-        return _plan_list(name, value, config)
-    raw = canonical_json(value)
+    if config.policy == LEGACY:
+        return _plan_legacy(name, value, config)
+    raw = value_json(value)
     check_blob_size(name, raw, config)
     if len(raw) <= config.inline_threshold:
-        if needs_escape(value):
-            stored = literal_json(value)
-            return InlineValue(stored, len(canonical_json(stored)))
-        return InlineValue(value, len(raw))
-    return pending_blob(raw, config.temperatures.of(name))
-
-
-def _plan_list(name: str, value: list[Any], config: PlanningConfig) -> FieldPlan:
-    whole = canonical_json(value)
-    check_blob_size(name, whole, config)
-    if len(whole) // config.chunk_target * 256 > config.payload_budget // 2:
-        # Too many chunks for their pointers to fit the payload: one blob, and no per-item
-        # encoding spent on a chunking that would be thrown away.
-        return pending_blob(whole, config.temperatures.of(name))
-    item_bytes = [canonical_json(item) for item in value]
-    total = sum(len(b) + 1 for b in item_bytes) + 1
-    if total <= config.inline_threshold:
-        return InlineValue(value, total)
-    ranges, tail_start = seal_ranges([len(b) for b in item_bytes], config.chunk_target)
+        return _plain(value, raw)
     temperature = config.temperatures.of(name)
+    if config.policy == OBJECTS:
+        return PendingBlob(sha256_hex(raw), raw, temperature)
+    if name in config.data_plane:
+        digest = sha256_hex(raw)
+        # A frame that could not fit the payload is given up on after its first blocks.
+        frame = encode_inline(raw, digest, limit=config.payload_budget) if config.inline_frames else None
+        if frame is not None:
+            return InlineFrame(frame, raw, temperature, value)
+        if isinstance(value, list):
+            return _plan_list(value, raw, temperature, config, digest)
+        return PendingBlob(digest, raw, temperature)
+    return _plain(value, raw)
+
+
+def _plan_legacy(name: str, value: Any, config: PlanningConfig) -> FieldPlan:
+    raw = value_json(value)
+    check_blob_size(name, raw, config)
+    if name in config.data_plane and legacy_size(value, raw) > LEGACY_OFFLOAD_BYTES:
+        return PendingBlob(sha256_hex(raw), raw, config.temperatures.of(name))
+    return _plain(value, raw)
+
+
+def legacy_size(value: Any, raw: bytes) -> int:
+    """The size the original measures a field by: the standard library's default JSON (a space
+    after each separator, non-ASCII escaped), never shorter than the compact form. Computed
+    only where the two could fall on either side of the threshold."""
+    if len(raw) > LEGACY_OFFLOAD_BYTES:
+        return len(raw)
+    import json  # the legacy path only, for fields under its threshold
+
+    return len(json.dumps(value))
+
+
+def _plain(value: Any, raw: bytes) -> InlineValue:
+    if needs_escape(value):
+        stored = literal_json(value)
+        return InlineValue(stored, len(canonical_json(stored)), raw)
+    return InlineValue(value, len(raw), raw)
+
+
+def _plan_list(
+    value: list[Any], raw: bytes, temperature: Temperature, config: PlanningConfig, digest: str | None = None
+) -> FieldPlan:
+    """An append-only list as sealed chunks and an inline tail, unless it has too many chunks
+    for their pointers to fit the payload: then one blob."""
+    if len(raw) // config.chunk_target * 256 > config.payload_budget // 2:
+        return PendingBlob(digest or sha256_hex(raw), raw, temperature)
+    item_bytes = [value_json(item) for item in value]
+    ranges, tail_start = seal_ranges([len(b) for b in item_bytes], config.chunk_target)
     chunks = [
         (pending_blob(join_items(item_bytes[start:end]), temperature), end - start) for start, end in ranges
     ]
@@ -147,7 +261,7 @@ def _plan_list(name: str, value: list[Any], config: PlanningConfig) -> FieldPlan
 def plan_field_map(entries: dict[str, Any], config: PlanningConfig) -> PendingBlob:
     """For a state with too many fields for even their pointers to fit: the whole field map
     as one blob, so the payload carries only its pointer."""
-    raw = canonical_json(entries)
+    raw = value_json(entries)
     check_blob_size("(field map)", raw, config)
     return pending_blob(raw, Temperature.COLD)
 
@@ -167,9 +281,10 @@ def fit_budget(plans: dict[str, FieldPlan], owner_id: str, config: PlanningConfi
     total = _META_SIZE_BOUND + sum(len(n) + 4 + plan_size(p, pointer_size) for n, p in plans.items())
     if total <= config.payload_budget:
         return True
-    # Largest savings first. A list takes two passes to become one blob (seal its tail,
-    # then give up chunking), so a smaller field is offloaded before that happens.
-    for _ in range(2):
+    # Largest savings first. A list takes up to three passes to become one blob (from its
+    # inline frame to chunks, seal its tail, give up chunking), so a smaller field is
+    # offloaded before that happens.
+    for _ in range(3):
         order = sorted(((reducible(p, pointer_size), n) for n, p in plans.items()), reverse=True)
         for saving, name in order:
             if total <= config.payload_budget:
@@ -185,6 +300,11 @@ def fit_budget(plans: dict[str, FieldPlan], owner_id: str, config: PlanningConfi
 def offload(name: str, plan: FieldPlan, config: PlanningConfig) -> FieldPlan:
     """One step of moving a field's bytes out of the payload."""
     temperature = config.temperatures.of(name)
+    if isinstance(plan, InlineFrame):
+        value = parse_json(plan.raw) if plan.value is None else plan.value
+        if isinstance(value, list):
+            return _plan_list(value, plan.raw, temperature, config, plan.ref.digest)
+        return PendingBlob(plan.ref.digest, plan.raw, temperature)
     if isinstance(plan, ChunkedList) and plan.tail:
         # Seal the tail early as an extra chunk; its items are stored once more later
         # when the regular chunk around them seals, which stays bounded by chunk_target.
@@ -195,7 +315,7 @@ def offload(name: str, plan: FieldPlan, config: PlanningConfig) -> FieldPlan:
         # as one blob. Correct and bounded; appends to it are no longer incremental.
         return pending_blob(join_items(plan.item_bytes), temperature)
     assert isinstance(plan, InlineValue)
-    return pending_blob(canonical_json(_unescape(plan.stored)), temperature)
+    return pending_blob(plan.raw if plan.raw is not None else value_json(_unescape(plan.stored)), temperature)
 
 
 # Size bounds ----------------------------------------------------------------------------
@@ -210,7 +330,7 @@ def pointer_size_bound(owner_id: str) -> int:
 
 def plan_size(plan: FieldPlan, pointer_size: int) -> int:
     """An upper bound of the plan's bytes in the payload."""
-    if isinstance(plan, InlineValue | KeptPointer):
+    if isinstance(plan, InlineValue | KeptPointer | InlineFrame):
         return plan.size
     if isinstance(plan, PendingBlob):
         return pointer_size
@@ -220,6 +340,10 @@ def plan_size(plan: FieldPlan, pointer_size: int) -> int:
 def reducible(plan: FieldPlan, pointer_size: int) -> int:
     """How many payload bytes offloading this plan would save."""
     if isinstance(plan, InlineValue):
+        return plan.size - pointer_size
+    if isinstance(plan, InlineFrame):
+        # Chunks keep the tail inline, so a list saves less than its frame; a bound is enough
+        # to order the candidates.
         return plan.size - pointer_size
     if isinstance(plan, ChunkedList):
         if plan.tail:
@@ -248,6 +372,8 @@ def render_entries(plans: Mapping[str, FieldPlan]) -> dict[str, Any]:
 def render_entry(plan: FieldPlan) -> Any:
     if isinstance(plan, InlineValue | KeptPointer):
         return plan.stored
+    if isinstance(plan, InlineFrame):
+        return plan.ref.to_json()
     if isinstance(plan, PendingBlob):
         assert plan.ref is not None, "render after packing"
         return plan.ref.to_json()

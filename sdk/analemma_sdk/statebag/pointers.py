@@ -6,6 +6,8 @@ A pointer is a JSON object with a "$sb" tag:
   "s": raw size, "x": dict id (optional), "w": true when the object is the whole frame}``
 * ``{"$sb": "list", "v": 1, "len": items, "chunks": [blob pointer + "i": item count, ...],
   "tail": [inline items]}`` — an append-only list: sealed chunks in the store, recent items inline.
+* ``{"$sb": "z", "v": 1, "d": digest, "s": raw size, "c": "deflate", "b": base85 frame}`` — a
+  value kept in the payload, compressed (see inline.py).
 * ``{"$sb": "lit", "v": 1, "value": ...}`` — escapes a user value that itself carries "$sb".
 
 parse_pointer() checks every field; anything off is a MalformedPointerError, never a guess.
@@ -83,11 +85,33 @@ class ListRef(Record, frozen=True):
         return [chunk.blob for chunk in self.chunks]
 
 
+INLINE_KIND = "z"
+DEFLATE = "deflate"
+_MAX_INLINE_FRAME = 1024 * 1024  # base85 characters; a payload is far smaller
+
+
+class InlineRef(Record, frozen=True):
+    digest: str
+    raw_size: int
+    codec: str
+    frame: str  # base85 text
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            TAG: INLINE_KIND,
+            "v": POINTER_VERSION,
+            "d": self.digest,
+            "s": self.raw_size,
+            "c": self.codec,
+            "b": self.frame,
+        }
+
+
 class Literal(Record, frozen=True):
     value: Any
 
 
-Stored = BlobRef | ListRef | Literal
+Stored = BlobRef | ListRef | InlineRef | Literal
 
 
 def literal_json(value: Any) -> dict[str, Any]:
@@ -113,6 +137,8 @@ def parse_pointer(value: Any) -> Stored | None:
         return _parse_blob(value, allowed_extra={"w"})
     if kind == "list":
         return _parse_list(value)
+    if kind == INLINE_KIND:
+        return _parse_inline(value)
     if kind == "lit":
         if set(value) != {TAG, "v", "value"}:
             raise MalformedPointerError("literal pointer has unexpected fields")
@@ -156,6 +182,19 @@ def _parse_blob(data: Any, allowed_extra: set[str]) -> BlobRef:
         dict_id=dict_id,
         whole=whole,
     )
+
+
+def _parse_inline(data: dict[str, Any]) -> InlineRef:
+    if set(data) != {TAG, "v", "d", "s", "c", "b"}:
+        raise MalformedPointerError("inline frame must have exactly d, s, c and b")
+    digest, codec, frame = data["d"], data["c"], data["b"]
+    if not is_digest(digest):
+        raise MalformedPointerError("inline frame digest must be 64 lowercase hex characters")
+    if codec != DEFLATE:
+        raise MalformedPointerError(f"inline frame codec {codec!r} is unknown")
+    if not isinstance(frame, str) or len(frame) > _MAX_INLINE_FRAME or not frame.isascii():
+        raise MalformedPointerError("inline frame bytes must be base85 text of at most 1 MiB")
+    return InlineRef(digest, _int(data["s"], "s"), codec, frame)
 
 
 def _parse_list(data: dict[str, Any]) -> ListRef:

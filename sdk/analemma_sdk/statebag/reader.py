@@ -1,7 +1,9 @@
 """Reading stored values: every blob is checked against its digest before it is used, and
 kept in the byte-bounded cache (blobs are immutable, so a cached one is never stale).
 
-Frames of one pack that sit close together are fetched with a single ranged GET.
+Frames of one pack that sit close together are fetched with a single ranged GET, and the
+objects one read needs are fetched in parallel: a field built over many versions (the chunks
+of a long list) costs one round trip, not one per object.
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ from .errors import (
     MalformedPointerError,
     UnknownDictionaryError,
 )
+from .inline import decode_inline
 from .keys import dictionary_key, key_owner, legacy_dictionary_key
-from .pointers import BlobRef, Literal, Stored, parse_pointer
+from .pointers import BlobRef, InlineRef, Literal, Stored, parse_pointer
 from .stores import BlobStore
 
 # A span read fetches the frames between wanted ones too; accept that up to this ratio.
 _SPAN_SLACK = 2.0
+# Objects of one read fetched at once, at most.
+_PARALLEL_FETCHES = 8
 
 # Whether a frame of an owner may be decoded with a dictionary earlier versions stored in the
 # shared ``dicts/`` folder: always, never, or as a function of (owner id, dictionary id) says.
@@ -70,6 +75,8 @@ class BlobReader:
         """The value a pointer stands for."""
         if isinstance(pointer, Literal):
             return pointer.value
+        if isinstance(pointer, InlineRef):
+            return parse_json(decode_inline(pointer, self.max_blob_bytes))
         if isinstance(pointer, BlobRef):
             return parse_json(self.read_blobs([pointer])[0])
         items: list[Any] = []
@@ -108,14 +115,24 @@ class BlobReader:
                 found[ref.digest] = cached
             elif ref.digest not in found:
                 missing[ref.key].append(ref)
-        for key, group in missing.items():
-            for ref, frame in self._fetch_frames(key, group):
-                raw = decode(ref.codec, frame, ref.raw_size, self.dictionary(ref.key, ref.dict_id))
-                if sha256_hex(raw) != ref.digest:
-                    raise CorruptBlobError(f"blob {ref.digest[:12]} fails its digest check")
-                self.cache.put(ref.digest, raw)
-                found[ref.digest] = raw
+        for ref, frame in self._fetch_all(missing):
+            raw = decode(ref.codec, frame, ref.raw_size, self.dictionary(ref.key, ref.dict_id))
+            if sha256_hex(raw) != ref.digest:
+                raise CorruptBlobError(f"blob {ref.digest[:12]} fails its digest check")
+            self.cache.put(ref.digest, raw)
+            found[ref.digest] = raw
         return [found[ref.digest] for ref in refs]
+
+    def _fetch_all(self, missing: Mapping[str, list[BlobRef]]) -> list[tuple[BlobRef, bytes]]:
+        """The frames of every object, the objects fetched in parallel when there are several."""
+        if len(missing) <= 1:
+            return [pair for key, group in missing.items() for pair in self._fetch_frames(key, group)]
+        from concurrent.futures import ThreadPoolExecutor  # only reads of several objects need it
+
+        workers = min(_PARALLEL_FETCHES, len(missing))
+        with ThreadPoolExecutor(workers, thread_name_prefix="statebag-read") as pool:
+            parts = list(pool.map(lambda item: self._fetch_frames(*item), missing.items()))
+        return [pair for part in parts for pair in part]
 
     def _fetch_frames(self, key: str, refs: list[BlobRef]) -> list[tuple[BlobRef, bytes]]:
         unique = list({(r.offset, r.length): r for r in refs}.values())

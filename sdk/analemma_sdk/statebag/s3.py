@@ -1,13 +1,19 @@
-"""S3 (or any S3-protocol endpoint) store on boto3, imported only when this store is built."""
+"""S3 (or any S3-protocol endpoint) store on boto3, imported when the store first makes a
+request: building one (``STATEBAG_STORE_URL=s3://...``) costs a cold start nothing, and a
+Lambda whose payload keeps its state inline never loads boto3 at all."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+import _thread
 
 from .errors import BlobNotFoundError, InvalidKeyError
 from .keys import validate_key
 from .stores import _check_range
+
+TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 
@@ -28,17 +34,27 @@ class S3Store:
             validate_key(prefix.rstrip("/"))
         self.bucket = bucket
         self.prefix = prefix
-        if client is None:
-            import boto3  # heavy: only when an S3 store is used
-            from botocore.config import Config
+        self._client = client
+        self._endpoint_url = endpoint_url
+        self._region_name = region_name
+        self._client_lock = _thread.allocate_lock()
 
-            client = boto3.client(
-                "s3",
-                endpoint_url=endpoint_url,
-                region_name=region_name,
-                config=Config(retries={"max_attempts": 4, "mode": "standard"}),
-            )
-        self.client = client
+    @property
+    def client(self) -> Any:
+        """The boto3 client, built on first use (boto3 is a heavy import)."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    import boto3
+                    from botocore.config import Config
+
+                    self._client = boto3.client(
+                        "s3",
+                        endpoint_url=self._endpoint_url,
+                        region_name=self._region_name,
+                        config=Config(retries={"max_attempts": 4, "mode": "standard"}),
+                    )
+        return self._client
 
     def __repr__(self) -> str:
         return f"S3Store(bucket={self.bucket!r}, prefix={self.prefix!r})"

@@ -7,12 +7,14 @@ itself built on stores.py.
 
 from __future__ import annotations
 
+import _thread
 import os
-import threading
 
-from .stores import BlobStore, LocalFolderStore
+TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
+if TYPE_CHECKING:
+    from .stores import BlobStore
 
-_lock = threading.Lock()
+_lock = _thread.allocate_lock()
 _default_store: BlobStore | None = None
 
 
@@ -30,6 +32,8 @@ def store_from_url(url: str) -> BlobStore:
         url = url[len("file://") :]
     if not url:
         raise ValueError("store URL names no folder")
+    from .stores import LocalFolderStore  # when a store is first built
+
     return LocalFolderStore(url)
 
 

@@ -2,32 +2,58 @@
 
 A store is a small protocol so the engine, the service (through django-storages) and the
 tests can all plug in their own. Keys are validated by every store, not only by callers.
+
+Loading this module costs a cold start next to nothing: the local folder store works with
+``os`` alone (``pathlib`` and ``tempfile`` pull in regular expressions, ``shutil``, ``random``
+and more), and ``BlobStore``, a ``typing.Protocol``, is built when first asked for.
 """
 
 from __future__ import annotations
 
-import contextlib
+import _thread
 import os
-import threading
-from collections import Counter
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from .errors import BlobNotFoundError, InvalidKeyError
 from .keys import validate_key
 
+TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
 if TYPE_CHECKING:
+    from collections import Counter
+    from collections.abc import Iterator
     from pathlib import Path
+    from typing import Protocol
+
+    class BlobStore(Protocol):
+        def put(self, key: str, data: bytes) -> None: ...
+        def get(self, key: str) -> bytes: ...
+        def get_range(self, key: str, offset: int, length: int) -> bytes: ...
+        def exists(self, key: str) -> bool: ...
+        def delete(self, key: str) -> None: ...
+        def list(self, prefix: str = "") -> Iterator[str]: ...
 
 
-@runtime_checkable
-class BlobStore(Protocol):
-    def put(self, key: str, data: bytes) -> None: ...
-    def get(self, key: str) -> bytes: ...
-    def get_range(self, key: str, offset: int, length: int) -> bytes: ...
-    def exists(self, key: str) -> bool: ...
-    def delete(self, key: str) -> None: ...
-    def list(self, prefix: str = "") -> Iterator[str]: ...
+def __getattr__(name: str) -> object:
+    if name == "BlobStore":
+        return _blob_store_protocol()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _blob_store_protocol() -> type:
+    """The run-time ``BlobStore``: the protocol above, checkable with ``isinstance``."""
+    from typing import Protocol, runtime_checkable
+
+    @runtime_checkable
+    class BlobStore(Protocol):
+        def put(self, key: str, data: bytes) -> None: ...
+        def get(self, key: str) -> bytes: ...
+        def get_range(self, key: str, offset: int, length: int) -> bytes: ...
+        def exists(self, key: str) -> bool: ...
+        def delete(self, key: str) -> None: ...
+        def list(self, prefix: str = "") -> Iterator[str]: ...
+
+    BlobStore.__module__ = __name__
+    globals()["BlobStore"] = BlobStore  # built once; later imports find it here
+    return BlobStore
 
 
 def _check_range(offset: int, length: int) -> None:
@@ -39,69 +65,97 @@ class LocalFolderStore:
     """Objects as files under one root folder; writes are atomic (temp file + rename)."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        from pathlib import Path  # only for local folders, not on S3 cold starts
+        self._root = os.path.realpath(root)
+        self._inside = self._root if self._root.endswith(os.sep) else self._root + os.sep
+        os.makedirs(self._root, exist_ok=True)
 
-        self.root = Path(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+    @property
+    def root(self) -> Path:
+        from pathlib import Path  # for callers; the store itself works with os.path
+
+        return Path(self._root)
 
     def __repr__(self) -> str:
-        return f"LocalFolderStore({str(self.root)!r})"
+        return f"LocalFolderStore({self._root!r})"
 
-    def _path(self, key: str) -> Path:
-        path = (self.root / validate_key(key)).resolve()
-        if not path.is_relative_to(self.root):
+    def _path(self, key: str) -> str:
+        path = os.path.realpath(os.path.join(self._root, validate_key(key)))
+        if path != self._root and not path.startswith(self._inside):
             raise InvalidKeyError(f"key {key!r} escapes the store root")
         return path
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        import tempfile  # see __init__
-
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        tmp, fd = _temp_file(folder)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
             os.replace(tmp, path)
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 os.unlink(tmp)
+            except FileNotFoundError:
+                pass
             raise
 
     def get(self, key: str) -> bytes:
         try:
-            return self._path(key).read_bytes()
+            with open(self._path(key), "rb") as handle:
+                return handle.read()
         except FileNotFoundError:
             raise BlobNotFoundError(key) from None
 
     def get_range(self, key: str, offset: int, length: int) -> bytes:
         _check_range(offset, length)
         try:
-            with self._path(key).open("rb") as handle:
+            with open(self._path(key), "rb") as handle:
                 handle.seek(offset)
                 return handle.read(length)
         except FileNotFoundError:
             raise BlobNotFoundError(key) from None
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        return os.path.isfile(self._path(key))
 
     def modified(self, key: str) -> float | None:
         """Last write as seconds since the epoch (audits use it); None when unknown."""
         try:
-            return self._path(key).stat().st_mtime
+            return os.stat(self._path(key)).st_mtime
         except FileNotFoundError:
             return None
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        try:
+            os.unlink(self._path(key))
+        except FileNotFoundError:
+            pass
 
     def list(self, prefix: str = "") -> Iterator[str]:
-        for path in sorted(self.root.rglob("*")):
-            if path.is_file() and not path.name.startswith(".tmp-"):
-                key = path.relative_to(self.root).as_posix()
+        keys = []
+        for folder, _, names in os.walk(self._root):
+            relative = os.path.relpath(folder, self._root)
+            for name in names:
+                if name.startswith(".tmp-") or not os.path.isfile(os.path.join(folder, name)):
+                    continue
+                key = name if relative == "." else f"{relative.replace(os.sep, '/')}/{name}"
                 if key.startswith(prefix):
-                    yield key
+                    keys.append(key)
+        keys.sort(key=lambda key: key.split("/"))  # folder by folder, as paths sort
+        return iter(keys)
+
+
+def _temp_file(folder: str) -> tuple[str, int]:
+    """A new file only this process can have opened, readable by its owner only (as
+    ``tempfile.mkstemp`` makes them, without importing tempfile)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        tmp = os.path.join(folder, f".tmp-{os.urandom(8).hex()}")
+        try:
+            return tmp, os.open(tmp, flags, 0o600)
+        except FileExistsError:
+            continue
 
 
 class MemoryStore:
@@ -109,7 +163,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
 
     def put(self, key: str, data: bytes) -> None:
         with self._lock:
@@ -140,9 +194,11 @@ class CountingStore:
     """Wraps a store and counts requests by type and bytes moved (benchmarks, tests, metrics)."""
 
     def __init__(self, inner: BlobStore) -> None:
+        from collections import Counter
+
         self.inner = inner
         self.counts: Counter[str] = Counter()
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
 
     def _count(self, kind: str, nbytes: int = 0) -> None:
         with self._lock:

@@ -1,0 +1,71 @@
+"""What a Lambda's cold start loads: importing the state bag's factory, and hydrating a payload
+whose state is kept inline. Each runs in a fresh interpreter without ``site`` (a development
+virtualenv's .pth hooks import modules a Lambda would not), with the optional libraries on the
+path, so a module missing from the list was not loaded by choice."""
+
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from analemma_sdk.statebag import MemoryStore, StateHydrator
+
+SDK = Path(__file__).resolve().parents[2] / "sdk"
+OPTIONAL = {"boto3", "botocore", "zstandard", "orjson"}
+# Heavy standard-library modules the engine has no need for on these paths.
+HEAVY = {"_hashlib", "pathlib", "tempfile", "http.client", "ssl", "socket", "gzip", "dataclasses", "inspect"}
+
+
+def loaded(program: str, **env: str) -> set[str]:
+    code = f"import sys\n{program}\nnames = sorted(sys.modules)\nimport json; print(json.dumps(names))"
+    path = os.pathsep.join([str(SDK), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": path, "PATH": os.environ.get("PATH", ""), **env},
+    )
+    return set(json.loads(done.stdout.splitlines()[-1]))
+
+
+def test_import_get_hydrator__loads_only_the_factory():
+    modules = loaded("from analemma_sdk.statebag import get_hydrator")
+    engine = {m for m in modules if m.startswith("analemma_sdk.")}
+    assert engine == {
+        "analemma_sdk.statebag",
+        "analemma_sdk.statebag.factory",
+        "analemma_sdk.statebag.store_urls",
+    }
+    # Nothing of what importing the engine takes: not even typing, logging, json or threading.
+    assert not modules & (OPTIONAL | HEAVY | {"typing", "logging", "json", "threading", "hashlib", "re"})
+
+
+@pytest.fixture(scope="module")
+def inline_event() -> dict:
+    messages = [
+        {"role": "user", "content": f"turn {i}: rebook me to Seattle " * 4, "calls": None} for i in range(20)
+    ]
+    hydrator = StateHydrator(use_batching=True, use_zstd=True, store=MemoryStore())
+    event = hydrator.dehydrate(
+        {"messages": messages, "step": 2}, owner_id="o", workflow_id="w", execution_id="e"
+    )
+    assert event["messages"]["$sb"] == "z"  # an inline frame: the hydrate reads no store
+    return event
+
+
+@pytest.mark.parametrize("store_url", ["file", "s3://bucket/prefix"])
+def test_first_hydrate__inline_payload__loads_no_optional_or_heavy_module(inline_event, store_url, tmp_path):
+    program = (
+        f"event = {inline_event!r}\n"
+        "from analemma_sdk.statebag import get_hydrator\n"
+        "bag = get_hydrator(event=event).hydrate(event)\n"
+        "assert len(bag['messages']) == 20 and bag['messages'][0]['calls'] is None\n"
+    )
+    url = str(tmp_path / "store") if store_url == "file" else store_url
+    modules = loaded(program, STATEBAG_STORE_URL=url)
+    assert not modules & (OPTIONAL | HEAVY)
