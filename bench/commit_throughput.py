@@ -23,7 +23,8 @@ Before the measured runs, every scenario runs unmeasured for ``--warmup`` second
 database is ANALYZEd, as a database in service has its statistics (an empty one plans as if
 each table held a row). Each (clients, scenario) is measured ``--repeat`` times, the scenarios
 interleaved so that a change in the machine's load touches them alike; the median run is
-reported, and ``x healthz`` divides by the healthz run of the same round.
+reported, with the median over the rounds of ``x healthz`` (each round's divided by the
+healthz run of the same round).
 
 ``web cpu ms`` and ``db cpu ms`` are the CPU time the gunicorn workers and PostgreSQL spent per
 operation during the measured run (from /proc; the database's only with the throwaway
@@ -460,6 +461,9 @@ def measure(
             median = dict(repeats[len(repeats) // 2])
             median["repeats_ops_per_s"] = [run["ops_per_s"] for run in repeats]
             median["repeats_vs_healthz"] = sorted(run["vs_healthz"] for run in repeats if run["vs_healthz"])
+            # The ratio is taken within each round: its median over the rounds.
+            if median["repeats_vs_healthz"]:
+                median["vs_healthz"] = statistics.median(median["repeats_vs_healthz"])
             runs.append(median)
     return runs
 

@@ -26,7 +26,16 @@ def rows_of(report, workload):
 
 def test_statebag_workload__quick__batched_beats_the_original_legacy_path(corpus_dir):
     report = run_bench(
-        "statebag_workload.py", "--quick", "--corpus", str(corpus_dir), "--executions", "4", "--branches", "6"
+        "statebag_workload.py",
+        "--quick",
+        "--corpus",
+        str(corpus_dir),
+        "--executions",
+        "4",
+        "--branches",
+        "100",  # the fan-out width; small shared fields keep it quick
+        "--query-mb",
+        "0.2",
     )
     assert all(check["matches"] for check in report["workloads"]["tau"]["legacy_matches_original"])
     tau, fanout = rows_of(report, "tau"), rows_of(report, "fanout")
