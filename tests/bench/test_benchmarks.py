@@ -86,5 +86,11 @@ def test_flag_eval__25_percent_rollout__fraction_within_a_point_of_a_quarter():
 def test_sdk_coldstart__first_evaluation_comes_from_the_file_cache():
     # Each timed run asserts its evaluation came from the warm file cache (the server is gone).
     report = run_bench("sdk_coldstart.py", "--runs", "2")
-    assert set(report) == {"python_ms", "import_ms", "first_eval_ms", "statebag_import_ms"}
+    assert {
+        "python_ms",
+        "import_ms",
+        "first_eval_ms",
+        "statebag_import_ms",
+        "first_hydrate_ms",
+    } <= set(report)
     assert report["python_ms"] > 0
