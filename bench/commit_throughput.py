@@ -10,7 +10,7 @@ suite starts one: fsync off, so a commit costs less there than on a durable serv
 ``--database URL``), creates a write key, then drives it with real HTTP clients (processes of
 threads, one keep-alive ``http.client`` connection each, one execution each) in a closed loop:
 
-* ``healthz``: the trivial JSON view (``GET /healthz``), through the same middleware: what a
+* ``livez``: the trivial JSON view (``GET /livez``), through the same middleware: what a
   request costs at all on this server. Every other figure is compared with it, in the same run.
 * ``2pc``: a step with new data: prepare (one new pack of two frames, the blobs it keeps
   pinned), the pack written to the service's folder (direct upload: the client has store
@@ -23,8 +23,8 @@ Before the measured runs, every scenario runs unmeasured for ``--warmup`` second
 database is ANALYZEd, as a database in service has its statistics (an empty one plans as if
 each table held a row). Each (clients, scenario) is measured ``--repeat`` times, the scenarios
 interleaved so that a change in the machine's load touches them alike; the median run is
-reported, with the median over the rounds of ``x healthz`` (each round's divided by the
-healthz run of the same round).
+reported, with the median over the rounds of ``x livez`` (each round's divided by the
+livez run of the same round).
 
 ``web cpu ms`` and ``db cpu ms`` are the CPU time the gunicorn workers and PostgreSQL spent per
 operation during the measured run (from /proc; the database's only with the throwaway
@@ -126,8 +126,8 @@ class Client:
         self.kept = (self.kept + pointers)[-KEEP:]
         self.step += 1
 
-    def healthz(self) -> None:
-        self.expect(200, "GET", "/healthz")
+    def livez(self) -> None:
+        self.expect(200, "GET", "/livez")
 
     def two_phase(self) -> None:
         """prepare -> direct upload -> commit, with one new pack."""
@@ -220,7 +220,7 @@ def _client_process(
     def run(index: int) -> None:
         client = Client(port, key, store_root, f"{prefix}-{index}")
         operations: dict[str, Callable[[], None]] = {
-            "healthz": client.healthz,
+            "livez": client.livez,
             "2pc": client.two_phase,
             "record": client.record,
         }
@@ -422,7 +422,7 @@ def wait_http(port: int, timeout: float = 60) -> None:
     while True:
         try:
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            connection.request("GET", "/healthz", headers={"X-Forwarded-Proto": "https"})
+            connection.request("GET", "/livez", headers={"X-Forwarded-Proto": "https"})
             if connection.getresponse().status == 200:
                 return
         except OSError:
@@ -447,9 +447,9 @@ def measure(
                 scenario: drive(port, key, store_root, scenario, clients, args.client_processes, args.seconds)
                 for scenario in args.scenarios
             }
-            baseline = measured.get("healthz", {}).get("ops_per_s")
+            baseline = measured.get("livez", {}).get("ops_per_s")
             for run in measured.values():
-                run["vs_healthz"] = run["ops_per_s"] / baseline if baseline else None
+                run["vs_livez"] = run["ops_per_s"] / baseline if baseline else None
             rounds.append(measured)
     runs = []
     for clients in args.clients:
@@ -460,10 +460,10 @@ def measure(
             )
             median = dict(repeats[len(repeats) // 2])
             median["repeats_ops_per_s"] = [run["ops_per_s"] for run in repeats]
-            median["repeats_vs_healthz"] = sorted(run["vs_healthz"] for run in repeats if run["vs_healthz"])
+            median["repeats_vs_livez"] = sorted(run["vs_livez"] for run in repeats if run["vs_livez"])
             # The ratio is taken within each round: its median over the rounds.
-            if median["repeats_vs_healthz"]:
-                median["vs_healthz"] = statistics.median(median["repeats_vs_healthz"])
+            if median["repeats_vs_livez"]:
+                median["vs_livez"] = statistics.median(median["repeats_vs_livez"])
             runs.append(median)
     return runs
 
@@ -474,7 +474,7 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--clients", type=int, nargs="+", default=[8, 32])
-    parser.add_argument("--scenarios", nargs="+", default=["healthz", "2pc", "record"])
+    parser.add_argument("--scenarios", nargs="+", default=["livez", "2pc", "record"])
     parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
     parser.add_argument("--worker-class", default="sync", help="gunicorn worker class")
     parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker")
@@ -543,8 +543,8 @@ def main() -> None:
             "scenario",
             "clients",
             "ops/s",
-            "x healthz",
-            "x healthz (runs)",
+            "x livez",
+            "x livez (runs)",
             "p50 ms",
             "p99 ms",
             "web cpu ms",
@@ -556,8 +556,8 @@ def main() -> None:
                 r["scenario"],
                 r["clients"],
                 r["ops_per_s"],
-                r["vs_healthz"] if r["vs_healthz"] is not None else "-",
-                " ".join(f"{x:.3f}" for x in r["repeats_vs_healthz"]),
+                r["vs_livez"] if r["vs_livez"] is not None else "-",
+                " ".join(f"{x:.3f}" for x in r["repeats_vs_livez"]),
                 r["p50_ms"],
                 r["p99_ms"],
                 r["web_cpu_ms"] if r["web_cpu_ms"] is not None else "-",

@@ -17,7 +17,9 @@ Standard library only; pinned by tests/data/bucketing_vectors.json.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["TOTAL_WEIGHT", "bucket_value", "in_rollout", "sha1", "variant_index"]
 

@@ -69,3 +69,25 @@ def test_first_hydrate__inline_payload__loads_no_optional_or_heavy_module(inline
     url = str(tmp_path / "store") if store_url == "file" else store_url
     modules = loaded(program, STATEBAG_STORE_URL=url)
     assert not modules & (OPTIONAL | HEAVY)
+    # Reading pays for none of what only parsing text with patterns, typing, logging or a
+    # dehydration needs (re alone, with enum, functools and collections, is ~7 ms).
+    light = {"re", "enum", "functools", "collections", "typing", "json", "base64", "threading", "logging"}
+    assert not modules & light
+    dehydration_only = {"planning", "packing", "commit", "manifests", "packs", "chunking"}
+    assert not modules & {f"analemma_sdk.statebag.{name}" for name in dehydration_only}
+
+
+def test_first_dehydrate__after_a_read__loads_no_typing_logging_or_threading(inline_event, tmp_path):
+    program = (
+        f"event = {inline_event!r}\n"
+        "from analemma_sdk.statebag import get_hydrator\n"
+        "hydrator = get_hydrator(event=event)\n"
+        "bag = hydrator.hydrate(event)\n"
+        "bag['messages'] = bag['messages'] + [{'role': 'user', 'content': 'and a window seat'}]\n"
+        "payload = hydrator.dehydrate(bag, owner_id='o', workflow_id='w', execution_id='e')\n"
+        "assert payload['messages']['$sb'] == 'z'\n"
+    )
+    modules = loaded(program, STATEBAG_STORE_URL=str(tmp_path / "store"), STATEBAG_USE_ZSTD="false")
+    # orjson, when installed, brings re and dataclasses with it (the `fast` extra's price);
+    # nothing of the engine's own needs typing, logging, threading or base64.
+    assert not modules & {"typing", "base64", "threading", "logging"}

@@ -166,3 +166,51 @@ def test_key_order__preserved_through_every_path(counting_store, options):
     again = StateHydrator(store=counting_store, **options).dehydrate(bag, **IDS)
     back = StateHydrator(store=counting_store, **options).hydrate(through_json(again)).to_dict()
     assert ordered(back) == ordered({**state, "status": {"z": 2, "a": 3}})
+
+
+class FeedCounter:
+    """A deflate stream that counts the bytes it is given."""
+
+    def __init__(self, real):
+        self.real, self.fed = real, 0
+
+    def compress(self, data):
+        self.fed += len(data)
+        return self.real.compress(data)
+
+    def flush(self, *mode):
+        return self.real.flush(*mode)
+
+
+def conversation_json(count: int) -> bytes:
+    rng = random.Random(count)
+    words = ["rebook", "flight", "Seattle", "window", "refund", "baggage", "status", "policy"]
+    return value_json(
+        [
+            {"role": "user", "content": " ".join(rng.choice(words) for _ in range(40)) + f" #{i}"}
+            for i in range(count)
+        ]
+    )
+
+
+def test_encode_inline__far_too_large__given_up_after_its_first_block(monkeypatch):
+    import zlib
+
+    from analemma_sdk.statebag import inline
+
+    streams, real_compressobj = [], zlib.compressobj
+
+    def counting_compressobj(*args):
+        streams.append(FeedCounter(real_compressobj(*args)))
+        return streams[-1]
+
+    monkeypatch.setattr(inline.zlib, "compressobj", counting_compressobj)
+    large = conversation_json(8000)  # ~2.5 MB: no 16 KiB payload holds it
+    assert len(large) > 2_000_000
+    assert encode_inline(large, limit=16 * 1024) is None
+    assert streams[-1].fed <= 16 * 1024
+    # A value that fits is still kept whole, and reads back.
+    small = conversation_json(200)
+    frame = encode_inline(small, limit=16 * 1024)
+    assert frame is not None and decode_inline(frame, len(small)) == small
+    assert streams[-1].fed == len(small)

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from analemma_sdk.statebag import CountingStore, StateHydrator
-from analemma_sdk.statebag.planning import DATA_PLANE_FIELDS, LEGACY_OFFLOAD_BYTES
+from analemma_sdk.statebag.policy import DATA_PLANE_FIELDS, LEGACY_OFFLOAD_BYTES
 
 IDS = {"owner_id": "owner-1", "workflow_id": "wf", "execution_id": "exec-1"}
 

@@ -18,8 +18,7 @@ Standard library only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
+from .._containers import Mapping
 from ..bucketing import TOTAL_WEIGHT
 
 TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway

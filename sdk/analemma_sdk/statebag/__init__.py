@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     )
     from .factory import get_hydrator, reset_hydrators, store_from_url
     from .hydrator import DehydrationResult, StateHydrator
-    from .manifests import ManifestDraft, ManifestRecord, ManifestStore, PackWrite, manifest_hash
+    from .manifest_protocols import ManifestStore
+    from .manifests import ManifestDraft, ManifestRecord, PackWrite, manifest_hash
     from .stores import BlobStore, CountingStore, LocalFolderStore, MemoryStore
     from .temperature import Temperature, TemperatureRegistry
 
@@ -66,7 +67,7 @@ _HOMES = {
     "StateHydrator": "hydrator",
     "ManifestDraft": "manifests",
     "ManifestRecord": "manifests",
-    "ManifestStore": "manifests",
+    "ManifestStore": "manifest_protocols",
     "PackWrite": "manifests",
     "manifest_hash": "manifests",
     "BlobStore": "stores",

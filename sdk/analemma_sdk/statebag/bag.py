@@ -6,18 +6,24 @@ pointer, so reading and dehydrating can change without touching it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
-from typing import Any, Protocol
-
+from .._containers import MutableMapping
 from .canonical import sha256_hex, value_json
 from .pointers import BlobRef, InlineRef, Literal, Stored, parse_pointer
 
+TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any, Protocol
 
-class PointerLoader(Protocol):
-    def load(self, pointer: Stored) -> Any: ...
+    class PointerLoader(Protocol):
+        def load(self, pointer: Stored) -> Any: ...
+
+    _Mapping = MutableMapping[str, Any]
+else:
+    _Mapping = MutableMapping  # subscripting it would need typing.Any at run time
 
 
-class StateBag(MutableMapping[str, Any]):
+class StateBag(_Mapping):
     """Fields stay in their stored form until read. Assignments and deletions are tracked;
     in-place edits of a loaded value are found by comparing value bytes (key order counts)."""
 

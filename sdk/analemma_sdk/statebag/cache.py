@@ -4,7 +4,8 @@ an entry can never be stale: a warm Lambda container reads a blob it has seen fo
 from __future__ import annotations
 
 import _thread
-from collections import OrderedDict
+
+from .._containers import OrderedDict
 
 
 class BlobCache:

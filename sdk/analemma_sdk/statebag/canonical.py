@@ -186,9 +186,56 @@ def _dumps(value: Any, *, sort_keys: bool) -> bytes:
 _SMALL_JSON = 64 * 1024
 
 
+# The C scanner the standard library's decoder runs, built without importing json itself:
+# json.decoder and json.scanner import `re` (and with it enum, functools, collections), several
+# times what parsing a small payload costs. False when the interpreter has no such scanner.
+_scanner: Any = None
+_JSON_SPACE = " \t\n\r"
+
+
+class _DecoderSettings:
+    """What ``_json.make_scanner`` reads from a ``json.JSONDecoder``: its defaults."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}.__getitem__
+
+
+def _c_scanner() -> Any:
+    global _scanner
+    if _scanner is None:
+        try:
+            from _json import make_scanner
+        except ImportError:  # another Python implementation
+            _scanner = False
+        else:
+            settings: Any = _DecoderSettings()  # typeshed expects the scanner's own class
+            _scanner = make_scanner(settings)
+    return _scanner
+
+
+def _parse_small(data: bytes) -> Any:
+    """``json.loads(data)``: the same value, by the same C code, or the same error (anything
+    the fast path does not accept whole goes to json.loads, which then reports it)."""
+    scan = _c_scanner()
+    if scan:
+        try:
+            text = data.decode("utf-8")
+            value, end = scan(text, len(text) - len(text.lstrip(_JSON_SPACE)))
+        except (ValueError, StopIteration):
+            pass
+        else:
+            if not text[end:].strip(_JSON_SPACE):
+                return value
+    return _load_json().loads(data)
+
+
 def parse_json(data: bytes) -> Any:
     if _orjson is None and len(data) < _SMALL_JSON:
-        return _load_json().loads(data)  # orjson not loaded (yet, or at all): not for this
+        return _parse_small(data)  # orjson not loaded (yet, or at all): not for this
     orjson = _load_orjson()
     if orjson is not None:
         return orjson.loads(data)

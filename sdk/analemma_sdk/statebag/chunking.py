@@ -8,7 +8,9 @@ are already stored and cost no write. Only the tail and newly sealed chunks are 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 def seal_ranges(item_sizes: Sequence[int], target: int) -> tuple[list[tuple[int, int]], int]:

@@ -9,24 +9,22 @@ Only after an upload does this process remember the new packs as stored.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from . import metrics
 from .cache import BlobCache
 from .codec import ZstdDictionary
 from .keys import dictionary_key
 from .known import KnownDigests
-from .manifests import (
-    ManifestDraft,
-    ManifestRecord,
-    ManifestStore,
-    PrepareRequest,
-    TwoPhaseManifestStore,
-    supports_two_phase,
-)
-from .packing import Batch
-from .stores import BlobStore
+from .manifests import ManifestDraft, PrepareRequest
+
+TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any, TypeGuard
+
+    from .manifest_protocols import ManifestStore, TwoPhaseManifestStore
+    from .manifests import ManifestRecord
+    from .packing import Batch
+    from .stores import BlobStore
 
 
 class Committer:
@@ -188,3 +186,7 @@ def _abort_quietly(store: TwoPhaseManifestStore, txn_id: str) -> None:
         metrics.logger().warning(
             "abort of transaction %s failed (%s): the reaper aborts it when it expires", txn_id, exc
         )
+
+
+def supports_two_phase(store: object) -> TypeGuard[TwoPhaseManifestStore]:
+    return all(callable(getattr(store, name, None)) for name in ("prepare", "commit", "abort"))

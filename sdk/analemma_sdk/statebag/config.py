@@ -20,8 +20,8 @@ with a warning and a metric; nothing here raises.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 
+from .._containers import Mapping
 from ..flags.spec import SDK_FLAGS
 from . import metrics
 from .codec import validate_level, zstandard_installed

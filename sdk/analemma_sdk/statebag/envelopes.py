@@ -39,7 +39,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._record import Record
-from .bag import PointerLoader
 from .canonical import is_digest, parse_json, sha256_hex, value_json
 from .codec import GZIP, RAW, ZSTD, Compressor, decode
 from .errors import (
@@ -56,6 +55,10 @@ from .keys import execution_envelopes_prefix, parse_envelope_key, validate_id
 from .manifests import MANIFEST_FORMAT, manifest_document_check
 from .pointers import INLINE_KIND, POINTER_VERSION, TAG, InlineRef, Literal, parse_pointer
 from .stores import BlobStore
+
+TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
+if TYPE_CHECKING:
+    from .bag import PointerLoader
 
 __all__ = [
     "Envelope",

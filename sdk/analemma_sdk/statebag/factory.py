@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .hydrator import StateHydrator
-    from .manifests import ManifestStore
+    from .manifest_protocols import ManifestStore
     from .stores import BlobStore
 
 # default_store and store_from_url live in store_urls.py (the hydrator needs the default store

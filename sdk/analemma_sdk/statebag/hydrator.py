@@ -25,17 +25,13 @@ known.py remembers what is stored. This class wires them together for one config
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterable, Mapping
-from typing import Any
-
+from .._containers import Mapping
 from .._record import Record
 from . import metrics
 from .bag import StateBag
 from .cache import BlobCache
 from .canonical import value_json
 from .codec import DEFAULT_ZSTD_LEVEL, GZIP, RAW, ZSTD, Compressor, ZstdDictionary
-from .commit import Committer
 from .config import META_KEY, config_tag
 from .errors import (
     MalformedPointerError,
@@ -45,9 +41,8 @@ from .errors import (
 )
 from .keys import validate_id
 from .known import KnownDigests
-from .manifests import ManifestStore, PackWrite
-from .packing import Batch, Packer
-from .planning import (
+from .pointers import BlobRef, Stored
+from .policy import (
     BATCHED,
     DATA_PLANE_FIELDS,
     DEFAULT_CHUNK_TARGET,
@@ -57,19 +52,24 @@ from .planning import (
     HARD_PAYLOAD_CEILING,
     LEGACY,
     OBJECTS,
-    FieldPlan,
     PlanningConfig,
-    blobs_of,
-    fit_budget,
-    plan_field_map,
-    plan_state,
-    render_entries,
 )
-from .pointers import BlobRef, Stored
-from .reader import BlobReader, Dictionaries, LegacyDictionaries, owned_dictionaries
+from .reader import BlobReader, owned_dictionaries
 from .store_urls import default_store
-from .stores import BlobStore
 from .temperature import TemperatureRegistry
+
+TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
+
+    from .commit import Committer
+    from .manifest_protocols import ManifestStore
+    from .manifests import PackWrite
+    from .packing import Batch, Packer
+    from .planning import FieldPlan
+    from .reader import Dictionaries, LegacyDictionaries
+    from .stores import BlobStore
 
 __all__ = ["META_KEY", "DehydrationResult", "StateHydrator"]
 
@@ -172,17 +172,37 @@ class StateHydrator:
             dictionaries=loaded,
             legacy_dictionaries=legacy_dictionaries,
         )
-        self.packer = Packer(self.compressor, self.known, use_batching=self.use_batching)
-        self.committer = Committer(
-            self.store,
-            self.cache,
-            self.known,
-            manifest_store=manifest_store,
-            use_2pc=self.use_2pc,
-            cohort=self.cohort,
-            # Every path that compresses with the dictionary publishes it (under its owner).
-            dictionary=self._dictionary,
-        )
+        # What only a dehydration needs is built, and its modules loaded, at the first one:
+        # a step that only reads (a fan-out branch, a reduce) never pays for them.
+        self._packer: Packer | None = None
+        self._committer: Committer | None = None
+        if self._dictionary is not None:
+            self.committer  # noqa: B018 - refuses a store the dictionary cannot be published in, now
+
+    @property
+    def packer(self) -> Packer:
+        if self._packer is None:
+            from .packing import Packer
+
+            self._packer = Packer(self.compressor, self.known, use_batching=self.use_batching)
+        return self._packer
+
+    @property
+    def committer(self) -> Committer:
+        if self._committer is None:
+            from .commit import Committer
+
+            self._committer = Committer(
+                self.store,
+                self.cache,
+                self.known,
+                manifest_store=self.manifest_store,
+                use_2pc=self.use_2pc,
+                cohort=self.cohort,
+                # Every path that compresses with the dictionary publishes it (under its owner).
+                dictionary=self._dictionary,
+            )
+        return self._committer
 
     # The planning limits, as given --------------------------------------------------------
     @property
@@ -208,6 +228,8 @@ class StateHydrator:
     @property
     def compression_level(self) -> int:
         """Deprecated name of ``zstd_level``."""
+        import warnings  # only for code still on the deprecated name
+
         warnings.warn("StateHydrator.compression_level is deprecated: use zstd_level", DeprecationWarning, 2)
         return self.zstd_level
 
@@ -283,6 +305,8 @@ class StateHydrator:
         validate_id("owner id", owner_id)
         validate_id("workflow id", workflow_id)
         validate_id("execution id", execution_id)
+        from .planning import blobs_of, fit_budget, plan_field_map, plan_state, render_entries
+
         previous = state.meta if isinstance(state, StateBag) else state.get(META_KEY)
         previous = previous if isinstance(previous, dict) else {}
         plans = plan_state(state, self.planning)
@@ -350,6 +374,8 @@ class StateHydrator:
     def _forget_stale(
         self, owner_id: str, error: StaleReferenceError, batch: Batch, plans: dict[str, FieldPlan]
     ) -> None:
+        from .planning import blobs_of
+
         self.known.forget(owner_id, error.digests or [digest for _, digest in batch.reused])
         for blob in blobs_of(plans):
             blob.ref = None
@@ -403,6 +429,8 @@ def _zstd_level_argument(zstd_level: int | None, compression_level: int | None) 
         return DEFAULT_ZSTD_LEVEL if zstd_level is None else zstd_level
     if zstd_level is not None:
         raise TypeError("pass zstd_level only: compression_level is its deprecated name")
+    import warnings  # only for code still on the deprecated name
+
     warnings.warn(
         "StateHydrator(compression_level=...) is deprecated: use zstd_level=...",
         DeprecationWarning,

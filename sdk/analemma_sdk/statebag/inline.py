@@ -19,36 +19,52 @@ from the decoded values an envelope keeps.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import zlib
-from typing import Any
 
+from . import base85
 from .canonical import sha256_hex
 from .errors import CorruptBlobError, DecompressionBombError
 from .pointers import DEFLATE, INLINE_KIND, TAG, InlineRef
 
+TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
+if TYPE_CHECKING:
+    from typing import Any
+
 DEFLATE_LEVEL = 6
 _WBITS = -15  # a raw deflate stream: no header or checksum, the digest checks it
 _BLOCK = 64 * 1024
+_FIRST_BLOCK = 16 * 1024
 
 
 def encode_inline(raw: bytes, digest: str | None = None, *, limit: int | None = None) -> InlineRef | None:
     """The inline frame of ``raw`` (value JSON bytes); None as soon as the compressed bytes
     pass ``limit``, so a value far too large for a payload costs only its first blocks."""
     compressor = zlib.compressobj(DEFLATE_LEVEL, zlib.DEFLATED, _WBITS)
-    parts, size = [], 0
-    for start in range(0, len(raw), _BLOCK):
-        part = compressor.compress(raw[start : start + _BLOCK])
+    parts, size, start = [], 0, 0
+    while start < len(raw):
+        # A small first block, then larger ones.
+        end = start + (_BLOCK if start else _FIRST_BLOCK)
+        part = compressor.compress(raw[start:end])
+        if limit is not None and end < len(raw):
+            # Deflate holds back what it has not emitted yet; a sync flush (5 bytes, the
+            # window kept) makes the size so far exact.
+            part += compressor.flush(zlib.Z_SYNC_FLUSH)
         parts.append(part)
         size += len(part)
-        if limit is not None and size * 5 // 4 > limit:
+        start = end
+        if limit is not None and (
+            size * 5 // 4 > limit
+            # Given up on early when, at the rate so far, the frame would be more than four times
+            # over: a value far too large for the payload costs one small block, not most of
+            # its bytes (one that would compress far better further on goes to a pack instead).
+            or size * 5 // 4 * len(raw) // min(start, len(raw)) > 4 * limit
+        ):
             return None
     parts.append(compressor.flush())
     packed = b"".join(parts)
     if limit is not None and len(packed) * 5 // 4 > limit:
         return None
-    return InlineRef(digest or sha256_hex(raw), len(raw), DEFLATE, base64.b85encode(packed).decode("ascii"))
+    return InlineRef(digest or sha256_hex(raw), len(raw), DEFLATE, base85.encode(packed).decode("ascii"))
 
 
 def encoded_size(ref: InlineRef) -> int:
@@ -61,8 +77,8 @@ def decode_inline(ref: InlineRef, max_bytes: int) -> bytes:
     if ref.raw_size > max_bytes:
         raise DecompressionBombError(f"inline frame declares {ref.raw_size} bytes, over {max_bytes}")
     try:
-        packed = base64.b85decode(ref.frame)
-    except (ValueError, binascii.Error) as exc:
+        packed = base85.decode(ref.frame.encode("ascii"))
+    except (ValueError, UnicodeEncodeError) as exc:
         raise CorruptBlobError(f"inline frame is not base85: {exc}") from exc
     inflater = zlib.decompressobj(_WBITS)
     try:

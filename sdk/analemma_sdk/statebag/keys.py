@@ -3,26 +3,42 @@ nothing a caller passes can climb out of a store's root or bucket prefix."""
 
 from __future__ import annotations
 
-import re
-
 from .canonical import sha256_hex
 from .errors import InvalidKeyError
 
-_SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
-_KEY_RE = re.compile(rf"{_SEGMENT}(/{_SEGMENT}){{0,15}}")
-_ID_RE = re.compile(_SEGMENT)
+# A key is 1-16 segments joined by "/"; a segment is 1-128 characters of A-Z a-z 0-9 . _ -
+# starting with a letter or digit. Checked with str methods rather than a regular expression:
+# importing `re` (and the `enum` it pulls in) costs more than the rest of a cold read.
+MAX_SEGMENT_LEN = 128
+MAX_SEGMENTS = 16
 MAX_KEY_LEN = 512
+_HEX = frozenset("0123456789abcdef")
+
+
+def is_segment(text: str) -> bool:
+    return (
+        0 < len(text) <= MAX_SEGMENT_LEN
+        and text.isascii()
+        and text[0].isalnum()
+        # ASCII letters and digits once the three allowed punctuation marks are gone.
+        and (text.isalnum() or text.replace(".", "").replace("_", "").replace("-", "").isalnum())
+    )
+
+
+def _is_key(text: str) -> bool:
+    segments = text.split("/")
+    return len(segments) <= MAX_SEGMENTS and all(is_segment(segment) for segment in segments)
 
 
 def validate_key(key: object) -> str:
-    if not isinstance(key, str) or len(key) > MAX_KEY_LEN or not _KEY_RE.fullmatch(key):
+    if not isinstance(key, str) or len(key) > MAX_KEY_LEN or not _is_key(key):
         raise InvalidKeyError(f"invalid object key {key!r}")
     return key
 
 
 def validate_id(kind: str, value: object) -> str:
     """Owner, workflow and execution ids become key segments: keep them to a safe alphabet."""
-    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
+    if not isinstance(value, str) or not is_segment(value):
         raise InvalidKeyError(
             f"invalid {kind} {value!r}: use 1-128 characters of A-Z a-z 0-9 . _ - "
             "starting with a letter or digit"
@@ -69,8 +85,20 @@ def owner_envelopes_prefix(owner_id: str) -> str:
 
 
 MAX_ENVELOPE_VERSION = 9_999_999_999  # ten digits in a segment's key
-_ENVELOPE_NAME_RE = re.compile(r"([0-9]{10})-([0-9]{10})\.env")
-_EXECUTION_TAG_RE = re.compile(r"[0-9a-f]{32}")
+
+
+def _is_digits(text: str, length: int) -> bool:
+    return len(text) == length and text.isascii() and text.isdigit()
+
+
+def _envelope_versions(name: str) -> tuple[int, int] | None:
+    """(first, last) of a segment's file name ``<10 digits>-<10 digits>.env``."""
+    if len(name) != 25 or name[10] != "-" or not name.endswith(".env"):
+        return None
+    first, last = name[:10], name[11:21]
+    if not (_is_digits(first, 10) and _is_digits(last, 10)):
+        return None
+    return int(first), int(last)
 
 
 def execution_envelopes_prefix(owner_id: str, execution_id: str) -> str:
@@ -98,12 +126,12 @@ def parse_envelope_key(key: str) -> tuple[str, str, int, int] | None:
     """(owner id, execution tag, first version, last version) of a segment's key; None for any
     other key."""
     parts = key.split("/")
-    if len(parts) != 5 or parts[0] != "o" or parts[2] != "e" or not _ID_RE.fullmatch(parts[1]):
+    if len(parts) != 5 or parts[0] != "o" or parts[2] != "e" or not is_segment(parts[1]):
         return None
-    name = _ENVELOPE_NAME_RE.fullmatch(parts[4])
-    if name is None or not _EXECUTION_TAG_RE.fullmatch(parts[3]):
+    versions = _envelope_versions(parts[4])
+    if versions is None or len(parts[3]) != 32 or not _HEX.issuperset(parts[3]):
         return None
-    first, last = int(name.group(1)), int(name.group(2))
+    first, last = versions
     if not 1 <= first <= last:
         return None
     return parts[1], parts[3], first, last
@@ -117,6 +145,6 @@ def is_dictionary_key(key: str) -> bool:
 def key_owner(key: str) -> str | None:
     """The owner whose prefix ``key`` is under (``o/<owner>/...``); None for any other key."""
     parts = key.split("/", 2)
-    if len(parts) == 3 and parts[0] == "o" and _ID_RE.fullmatch(parts[1]) and parts[2]:
+    if len(parts) == 3 and parts[0] == "o" and is_segment(parts[1]) and parts[2]:
         return parts[1]
     return None

@@ -6,12 +6,17 @@ Bounded (least recently used goes first) and shared by the threads of one hydrat
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from collections.abc import Iterable
+import _thread
 
+from .._containers import OrderedDict
 from .keys import owner_packs_prefix
-from .pointers import BlobRef, ListRef, Stored
+from .pointers import BlobRef, ListRef
+
+TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from .pointers import Stored
 
 DEFAULT_LIMIT = 200_000
 
@@ -20,7 +25,7 @@ class KnownDigests:
     def __init__(self, limit: int = DEFAULT_LIMIT) -> None:
         self.limit = limit
         self._refs: OrderedDict[tuple[str, str], BlobRef] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()  # threading's Lock, without importing threading
 
     def get(self, owner_id: str, digest: str) -> BlobRef | None:
         with self._lock:

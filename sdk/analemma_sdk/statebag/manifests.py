@@ -7,14 +7,18 @@ store lets a Lambda do the same through the service's API.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, TypeGuard
-
+from .._containers import Mapping
 from .._record import Record, factory
 from .canonical import canonical_json, sha256_hex
 from .errors import ManifestIntegrityError, StateBagError
 from .inline import hashed_form
 from .packs import FrameRef
+
+TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
 
 MANIFEST_FORMAT = 1
 
@@ -67,10 +71,6 @@ class ManifestRecord(Record, frozen=True):
     # Set when the store replays an earlier commit (same idempotency key): the entries that
     # were committed then, which the caller must hand on instead of its own.
     entries: Mapping[str, Any] | None = None
-
-
-class ManifestStore(Protocol):
-    def record(self, draft: ManifestDraft) -> ManifestRecord: ...
 
 
 def manifest_hash(
@@ -181,15 +181,3 @@ class Prepared(Record, frozen=True):
     # Where to upload each object instead of the caller's own store (object key -> target with
     # method, url and headers), when the manifest service hands out upload URLs.
     uploads: Mapping[str, Mapping[str, Any]] = factory(default_factory=dict)
-
-
-class TwoPhaseManifestStore(ManifestStore, Protocol):
-    def prepare(self, request: PrepareRequest) -> Prepared: ...
-    def commit(
-        self, txn_id: str, entries: Mapping[str, Any], cohort: Mapping[str, Any]
-    ) -> ManifestRecord: ...
-    def abort(self, txn_id: str) -> None: ...
-
-
-def supports_two_phase(store: object) -> TypeGuard[TwoPhaseManifestStore]:
-    return all(callable(getattr(store, name, None)) for name in ("prepare", "commit", "abort"))

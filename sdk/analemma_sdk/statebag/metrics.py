@@ -7,7 +7,6 @@ traceback, string and threading) is several milliseconds of a cold start that lo
 from __future__ import annotations
 
 import _thread
-from collections import Counter
 
 TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
 if TYPE_CHECKING:
@@ -15,7 +14,17 @@ if TYPE_CHECKING:
 
 LOGGER_NAME = "analemma_sdk.statebag"
 _lock = _thread.allocate_lock()
-counters: Counter[str] = Counter()
+
+
+class Counts(dict[str, int]):
+    """A name's count, 0 when never bumped (``collections.Counter`` would import the whole
+    ``collections`` package at cold start for this)."""
+
+    def __missing__(self, name: str) -> int:
+        return 0
+
+
+counters = Counts()
 
 
 def increment(name: str, amount: int = 1) -> None:

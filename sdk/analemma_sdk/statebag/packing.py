@@ -9,7 +9,6 @@ Nothing is uploaded or remembered here: that waits for the commit.
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 
 from .._record import Record, factory
 from .canonical import sha256_hex
@@ -70,14 +69,14 @@ class Packer:
             for blob in blobs:
                 batch.add(self._build_object(owner_id, blob, compressor), [blob])
             return batch
-        groups: dict[Temperature, dict[str, PendingBlob]] = defaultdict(dict)
+        groups: dict[Temperature, dict[str, PendingBlob]] = {}
         for blob in blobs:
             known = self.known.get(owner_id, blob.digest)
             if known is not None:
                 blob.ref = known
                 batch.reused[(known.key, known.digest)] = known
             else:
-                groups[blob.temperature].setdefault(blob.digest, blob)
+                groups.setdefault(blob.temperature, {}).setdefault(blob.digest, blob)
         for temperature in Temperature:
             group = groups.get(temperature)
             if group:

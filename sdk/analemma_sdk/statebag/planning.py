@@ -24,10 +24,7 @@ Pure: nothing here reads or writes a store. Packing gives each new blob its poin
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-from .._record import Record, factory
+from .._record import Record
 from .bag import StateBag
 from .canonical import canonical_json, parse_json, sha256_hex, value_json
 from .chunking import join_items, seal_ranges
@@ -37,66 +34,21 @@ from .errors import BlobTooLargeError
 from .inline import decode_inline, encode_inline, encoded_size
 from .keys import pack_key
 from .pointers import TAG, BlobRef, ChunkRef, InlineRef, ListRef, literal_json, needs_escape
-from .temperature import Temperature, TemperatureRegistry
-
-HARD_PAYLOAD_CEILING = 256 * 1024
-DEFAULT_PAYLOAD_BUDGET = 16 * 1024
-DEFAULT_INLINE_THRESHOLD = 1024
-DEFAULT_CHUNK_TARGET = 8 * 1024
-DEFAULT_MAX_BLOB_BYTES = 64 * 1024 * 1024
-# The original system's legacy path: what it may offload, and from what size.
-DATA_PLANE_FIELDS = frozenset(
-    {
-        "workflow_config",
-        "partition_map",
-        "segment_manifest",
-        "current_state",
-        "final_state",
-        "state_history",
-        "parallel_results",
-        "branch_results",
-        "callback_result",
-        "llm_response",
-        "query_results",
-        "step_history",
-        "messages",
-        "thought_signature",
-        "thinking_process",
-        "thought_steps",
-    }
+from .policy import (
+    LEGACY,
+    LEGACY_OFFLOAD_BYTES,
+    OBJECTS,
+    PlanningConfig,
 )
-LEGACY_OFFLOAD_BYTES = 10 * 1024
-LEGACY = "legacy"
-BATCHED = "batched"
-OBJECTS = "objects"
-POLICIES = (LEGACY, BATCHED, OBJECTS)
+from .temperature import Temperature
+
+TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
 # The payload's metadata at its longest: ids of 128 characters, a manifest hash, a version.
 _META_SIZE_BOUND = 320 + 3 * 128
-
-
-class PlanningConfig(Record, frozen=True):
-    policy: str = LEGACY
-    inline_threshold: int = DEFAULT_INLINE_THRESHOLD
-    payload_budget: int = DEFAULT_PAYLOAD_BUDGET
-    chunk_target: int = DEFAULT_CHUNK_TARGET
-    max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES
-    temperatures: TemperatureRegistry = factory(default_factory=TemperatureRegistry)
-    data_plane: frozenset[str] = DATA_PLANE_FIELDS
-    inline_frames: bool = True  # batched: off puts every large data-plane value in a pack
-
-    @property
-    def use_batching(self) -> bool:
-        return self.policy == BATCHED
-
-    def __post_init__(self) -> None:
-        if self.policy not in POLICIES:
-            raise ValueError(f"policy must be one of {POLICIES}")
-        if not 1024 <= self.payload_budget <= HARD_PAYLOAD_CEILING:
-            raise ValueError(f"payload_budget must be 1024-{HARD_PAYLOAD_CEILING} bytes")
-        if not 0 <= self.inline_threshold < self.payload_budget:
-            raise ValueError("inline_threshold must be below payload_budget")
-        if self.chunk_target < 256:
-            raise ValueError("chunk_target must be at least 256 bytes")
 
 
 # Plans: what a dehydration decided for each field, before anything is written ------------

@@ -15,13 +15,15 @@ parse_pointer() checks every field; anything off is a MalformedPointerError, nev
 
 from __future__ import annotations
 
-from typing import Any
-
 from .._record import Record
 from .canonical import is_digest
 from .codec import CODECS
 from .errors import InvalidKeyError, MalformedPointerError
 from .keys import validate_key
+
+TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
+if TYPE_CHECKING:
+    from typing import Any
 
 TAG = "$sb"
 POINTER_VERSION = 1

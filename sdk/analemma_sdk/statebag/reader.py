@@ -8,11 +8,7 @@ of a long list) costs one round trip, not one per object.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeAlias
-
-from .cache import BlobCache
+from .._containers import Mapping
 from .canonical import parse_json, sha256_hex
 from .codec import ZstdDictionary, decode
 from .errors import (
@@ -26,17 +22,25 @@ from .errors import (
 from .inline import decode_inline
 from .keys import dictionary_key, key_owner, legacy_dictionary_key
 from .pointers import BlobRef, InlineRef, Literal, Stored, parse_pointer
-from .stores import BlobStore
+
+TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import Any, TypeAlias
+
+    from .cache import BlobCache
+    from .stores import BlobStore
+
+    # Whether a frame of an owner may be decoded with a dictionary earlier versions stored in
+    # the shared ``dicts/`` folder: always, never, or as a function of (owner id, dictionary
+    # id) says.
+    LegacyDictionaries: TypeAlias = bool | Callable[[str, str], bool]
+    Dictionaries: TypeAlias = Mapping[str, ZstdDictionary] | Iterable[ZstdDictionary]
 
 # A span read fetches the frames between wanted ones too; accept that up to this ratio.
 _SPAN_SLACK = 2.0
 # Objects of one read fetched at once, at most.
 _PARALLEL_FETCHES = 8
-
-# Whether a frame of an owner may be decoded with a dictionary earlier versions stored in the
-# shared ``dicts/`` folder: always, never, or as a function of (owner id, dictionary id) says.
-LegacyDictionaries: TypeAlias = bool | Callable[[str, str], bool]
-Dictionaries: TypeAlias = Mapping[str, ZstdDictionary] | Iterable[ZstdDictionary]
 
 
 def owned_dictionaries(dictionaries: Dictionaries | None) -> dict[tuple[str, str], ZstdDictionary]:
@@ -108,13 +112,13 @@ class BlobReader:
                     f"{self.max_blob_bytes}-byte ceiling"
                 )
         found: dict[str, bytes] = {}
-        missing: dict[str, list[BlobRef]] = defaultdict(list)
+        missing: dict[str, list[BlobRef]] = {}
         for ref in refs:
             cached = self.cache.get(ref.digest)
             if cached is not None:
                 found[ref.digest] = cached
             elif ref.digest not in found:
-                missing[ref.key].append(ref)
+                missing.setdefault(ref.key, []).append(ref)
         for ref, frame in self._fetch_all(missing):
             raw = decode(ref.codec, frame, ref.raw_size, self.dictionary(ref.key, ref.dict_id))
             if sha256_hex(raw) != ref.digest:
