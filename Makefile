@@ -22,11 +22,11 @@ $(DEV_STAMP): $(STAMP) requirements-dev.txt
 venv: $(STAMP)
 dev-venv: $(DEV_STAMP)
 
-## Embedded default: SQLite, blobs in ./var, tasks run in process. Prints an admin login.
+## Embedded default, no server to install: SQLite, blobs and the task queue in ./var. Migrates,
+## makes the admin (its login printed the first time only) and the demo (ANALEMMA_DEMO=false: none),
+## then runs the web server, a Celery worker and Celery beat in this terminal; Ctrl-C stops all three.
 run: $(STAMP)
-	$(BIN)/python manage.py migrate --no-input
-	$(BIN)/python manage.py bootstrap_local --address $${ANALEMMA_BIND:-127.0.0.1:8000}
-	$(BIN)/python manage.py runserver $${ANALEMMA_BIND:-127.0.0.1:8000}
+	$(BIN)/python manage.py run_local --address $${ANALEMMA_BIND:-127.0.0.1:8000}
 
 ## Whole suite: the service tests on SQLite first, then everything on a real PostgreSQL and a
 ## real S3-protocol server, both started on loopback by the test setup.

@@ -17,6 +17,9 @@ from analemma_sdk.statebag import CountingStore, LocalFolderStore, reset_hydrato
 
 from .servers import postgres_server, redis_server, s3_server
 
+# Fixtures shared by test modules live in helper modules, registered here.
+pytest_plugins = ["tests.run_stack"]
+
 _SERVERS = pytest.StashKey[contextlib.ExitStack]()
 _DATABASE = pytest.StashKey[str]()
 CORPUS_DIR = Path(__file__).resolve().parent / "data" / "corpus"
@@ -116,6 +119,19 @@ def statebag_storage(settings: Any) -> Iterator[Any]:
 
     yield use
     statebag_store.cache_clear()
+
+
+@pytest.fixture
+def service_store(statebag_storage: Any, tmp_path: Path) -> Iterator[Any]:
+    """The service's store in a folder of this test's own, with the service's hydrators made
+    afresh on it. A module may define its own ``service_store``, which then applies there."""
+    from statebag.services.hydrators import reset_service_hydrators
+    from statebag.services.stores import statebag_store
+
+    statebag_storage(folder=tmp_path / "service")
+    reset_service_hydrators()
+    yield statebag_store()
+    reset_service_hydrators()
 
 
 @pytest.fixture

@@ -30,6 +30,8 @@ INSTALLED_APPS = [
     "keys",
     "statebag",
     "rollout",
+    "telemetry",
+    "analemma",  # the project package as an app: its commands (run_local, seed_demo)
 ]
 
 MIDDLEWARE = [
@@ -51,7 +53,7 @@ WSGI_APPLICATION = "analemma.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "analemma" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -125,6 +127,8 @@ CACHE_LOCAL_CHECK_SECONDS = env.float("CACHE_LOCAL_CHECK_SECONDS", default=0.5)
 # How long a resolved API key is trusted before the database is asked again. With a shared
 # cache a revocation overwrites the entry everywhere at once.
 KEY_CACHE_SECONDS = env.float("KEY_CACHE_SECONDS", default=300 if CACHE_SHARED else CACHE_LOCAL_CHECK_SECONDS)
+# /healthz and /readyz wait at most this long for their checks (database, store, broker).
+HEALTH_CHECK_TIMEOUT_SECONDS = env.float("HEALTH_CHECK_TIMEOUT_SECONDS", default=2.0)
 # JSON request bodies nest at most this deep (the API answers 400 beyond).
 API_MAX_JSON_DEPTH = env.int("API_MAX_JSON_DEPTH", default=200)
 # Request bodies are at most this many bytes (413 beyond); the upload endpoint has its own limit.
