@@ -5,26 +5,56 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Count, Max, Prefetch, Q, QuerySet
-from django.forms.models import BaseInlineFormSet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.db.models import Exists, Max, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.dateformat import format as date_format
 from django.utils.html import format_html, format_html_join
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.module_loading import import_string
+from django.utils.timezone import localtime
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from analemma_sdk.flags.spec import STATE_FIELDS
 from keys.admin import OneTimeKeyAdmin
 
 from . import services
-from .json_input import FiniteJSONField
+from .admin_display import (
+    json_text,
+    percent_text,
+    plan_next_due,
+    plan_timeline,
+    split_legend,
+    split_parts,
+    split_svg,
+    state_summary,
+    value_text,
+)
+from .admin_forms import (
+    FlagAdminForm,
+    FlagStateForm,
+    FlagStateFormSet,
+    RolloutPlanForm,
+    RolloutStepFormSet,
+    SwitchForm,
+    changes_of,
+    plan_editable,
+    steps_of,
+)
 from .models import Environment, Flag, FlagState, Revision, RolloutPlan, RolloutStep, SdkKey
-from .selectors import flag_states_of, revision_latest
+from .selectors import flag_history, flag_states_of, revision_latest
+from .services.documents import flag_document
+from .services.tags import flag_tags_set
 
 CHANGE_PERMISSION = services.FLAG_CHANGE_PERMISSION
 
@@ -85,130 +115,305 @@ class SdkKeyAdmin(OneTimeKeyAdmin[SdkKey]):
         return SdkKey(environment=data["environment"], name=data["name"])
 
 
-class FlagStateForm(forms.ModelForm[FlagState]):
-    class Meta:
-        model = FlagState
-        fields = (
-            "enabled",
-            "value",
-            "percentage",
-            "variants",
-            "targets",
-            "rules",
-            "bucket_by",
-            "salt",
-            "seed",
+def _environments(request: HttpRequest) -> list[Environment]:
+    """Every environment, in order, once per request (the flags list's columns and filters)."""
+    cached: list[Environment] | None = getattr(request, "_rollout_environments", None)
+    if cached is None:
+        cached = list(Environment.objects.order_by("pk"))
+        setattr(request, "_rollout_environments", cached)  # noqa: B010 (not an attribute of the type)
+    return cached
+
+
+def _back(request: HttpRequest, default: str) -> str:
+    """Where a POST returns to: the page it came from (``next``) when it is one of ours."""
+    wanted = request.POST.get("next") or request.GET.get("next") or ""
+    if wanted and url_has_allowed_host_and_scheme(
+        wanted, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return wanted
+    return default
+
+
+class EnvironmentStateFilter(admin.SimpleListFilter):
+    title = _("state in an environment")
+    parameter_name = "state"
+    MODES = (
+        ("on", "on for everyone"),
+        ("ramping", "percentage rollout"),
+        ("variants", "A/B variants"),
+        ("off", "off"),
+    )
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [
+            (f"{environment.key}:{mode}", f"{environment.key}: {label}")
+            for environment in _environments(request)
+            for mode, label in self.MODES
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Flag]) -> QuerySet[Flag]:
+        environment_key, _sep, mode = (self.value() or "").rpartition(":")
+        states = FlagState.objects.filter(flag=OuterRef("pk"), environment__key=environment_key)
+        if mode == "off":
+            states = states.filter(enabled=False)
+        elif mode == "variants":
+            states = states.filter(enabled=True).exclude(variants=[])
+        elif mode == "on":
+            states = states.filter(enabled=True, variants=[], percentage__gte=100)
+        elif mode == "ramping":
+            states = states.filter(enabled=True, variants=[], percentage__lt=100)
+        else:
+            return queryset
+        return queryset.filter(Exists(states))
+
+
+class TagFilter(admin.SimpleListFilter):
+    title = _("tag")
+    parameter_name = "tag"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        tags: set[str] = set()
+        for text in Flag.objects.exclude(tags="").order_by().values_list("tags", flat=True).distinct():
+            tags.update(text.split())
+        return [(tag, tag) for tag in sorted(tags)]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Flag]) -> QuerySet[Flag]:
+        tag = self.value()
+        if not tag:
+            return queryset
+        # Tags are stored as words separated by single spaces (services.tags.tags_normalise).
+        return queryset.filter(
+            Q(tags=tag)
+            | Q(tags__startswith=f"{tag} ")
+            | Q(tags__endswith=f" {tag}")
+            | Q(tags__contains=f" {tag} ")
         )
-        field_classes = {name: FiniteJSONField for name in ("value", "variants", "targets", "rules")}
-
-
-class FlagStateFormSet(BaseInlineFormSet[FlagState, Flag, forms.ModelForm[FlagState]]):
-    """Every changed state is checked by the service that will save it before any is saved:
-    a refused change is an error on its environment's form, and nothing on the page is saved."""
-
-    def clean(self) -> None:
-        super().clean()
-        for state_form in self.forms:
-            if not state_form.has_changed() or not state_form.is_valid():
-                continue
-            state = state_form.instance
-            changes = {field: state_form.cleaned_data[field] for field in state_form.changed_data}
-            try:
-                services.flag_state_check(flag=state.flag, environment=state.environment, **changes)
-            except (services.InvalidDocumentError, ValidationError) as exc:
-                message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
-                state_form.add_error(None, f"{state.environment}: {message}")
 
 
 class FlagStateInline(admin.StackedInline[FlagState, Flag]):
+    """A flag's state in every environment: one tab each, with structured editors (the
+    template and rollout/static/rollout/flag_editor.js) over the same fields a raw post sends."""
+
     model = FlagState
     form = FlagStateForm
     formset = FlagStateFormSet
+    template = "admin/rollout/flag/states_tabs.html"
     extra = 0
     can_delete = False
-    readonly_fields = ("environment", "expected_split")
-    fields = (
-        "environment",
-        "enabled",
-        "value",
-        "percentage",
-        "variants",
-        "expected_split",
-        "targets",
-        "rules",
-        "bucket_by",
-        "salt",
-        "seed",
-    )
+    fields = ("enabled", "value", "percentage", "variants", "targets", "rules", "bucket_by", "salt", "seed")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[FlagState]:
+        return super().get_queryset(request).select_related("environment").order_by("environment_id")
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    @admin.display(description=_("expected split"))
-    def expected_split(self, obj: FlagState) -> str:
-        if not obj.enabled:
-            return f"off: everyone gets the default {json.dumps(obj.flag.default_value)}"
-        if obj.variants:
-            parts = [
-                (f"{v['weight'] / 1000:.3f}".rstrip("0").rstrip("."), json.dumps(v["value"]))
-                for v in obj.variants
-            ]
-            return format_html_join(", ", "{}% → {}", parts)
-        return f"{obj.percentage}% → {json.dumps(obj.value)}, the rest → {json.dumps(obj.flag.default_value)}"
-
-
-class FlagAdminForm(forms.ModelForm[Flag]):
-    reason = forms.CharField(
-        required=False, help_text=_("Why: recorded with the new revisions and in the audit log.")
-    )
-
-    class Meta:
-        model = Flag
-        fields = ("key", "kind", "default_value", "description", "owner")
-        field_classes = {"default_value": FiniteJSONField}
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean() or {}
-        if self.instance._state.adding and {"key", "kind", "default_value"} <= set(cleaned):
-            try:
-                services.flag_definition_check(
-                    key=cleaned["key"], kind=cleaned["kind"], default_value=cleaned["default_value"]
-                )
-            except services.InvalidFlagError as exc:
-                self.add_error("default_value", str(exc))
-        return cleaned
-
 
 @admin.register(Flag)
 class FlagAdmin(admin.ModelAdmin[Flag]):
+    show_facets = admin.ShowFacets.NEVER  # facet counts scan whole tables
     form = FlagAdminForm
-    list_display = ("key", "kind", "owner", "states_summary")
-    search_fields = ("key", "description", "owner")
-    list_filter = ("kind",)
+    search_fields = ("key", "description", "owner", "tags")
+    search_help_text = _("Key, description, owner or tag")
+    list_filter = (EnvironmentStateFilter, "kind", "owner", TagFilter)
+    list_per_page = 50
+    list_max_show_all = 500
+    show_full_result_count = False  # one COUNT fewer at 10,000 flags
     inlines = [FlagStateInline]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Flag]:
-        states = FlagState.objects.select_related("environment").order_by("environment_id")
-        return super().get_queryset(request).prefetch_related(Prefetch("states", queryset=states))
+        states = FlagState.objects.order_by("environment_id")
+        # A subquery, not a join and GROUP BY: it runs for the rows on the page only, and the
+        # page's COUNT leaves it out.
+        latest = (
+            FlagState.objects.filter(flag=OuterRef("pk")).order_by("-updated_at").values("updated_at")[:1]
+        )
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(last_change=Subquery(latest))
+            .prefetch_related(Prefetch("states", queryset=states))
+        )
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        columns = [self._environment_column(request, environment) for environment in _environments(request)]
+        return ("key", "kind", *columns, "owner", "tag_list_display", "last_change_display")
+
+    def _environment_column(self, request: HttpRequest, environment: Environment) -> Any:
+        can_switch = request.user.has_perm(CHANGE_PERMISSION)
+
+        @admin.display(description=environment.key)
+        def cell(flag: Flag) -> str:
+            state = next((s for s in flag.states.all() if s.environment_id == environment.pk), None)
+            if state is None:
+                return "—"
+            summary = state_summary(state, flag)
+            button = ""
+            if can_switch:
+                to, label = ("off", "Kill") if state.enabled else ("on", "Turn on")
+                button = format_html(
+                    '<button type="button" class="flag-switch switch-{}" data-flag="{}" data-flag-key="{}" '
+                    'data-environment="{}" data-environment-key="{}" data-to="{}" '
+                    'title="{} {} in {} (asks for a reason)">{}</button>',
+                    to,
+                    flag.pk,
+                    flag.key,
+                    environment.pk,
+                    environment.key,
+                    to,
+                    label,
+                    flag.key,
+                    environment.key,
+                    label,
+                )
+            return format_html(
+                '<span class="state-cell" data-environment-key="{}"><span class="state-badge {}" title="{}">{}</span>{}</span>',
+                environment.key,
+                summary.css,
+                summary.detail,
+                summary.label,
+                button,
+            )
+
+        cell.__name__ = f"environment_{environment.key.replace('-', '_').replace('.', '_')}"
+        return cell
+
+    @admin.display(description=_("tags"))
+    def tag_list_display(self, flag: Flag) -> str:
+        return format_html_join(" ", '<span class="tag">{}</span>', ((tag,) for tag in flag.tag_list))
+
+    @admin.display(description=_("last change"), ordering="last_change")
+    def last_change_display(self, flag: Flag) -> Any:
+        changed = getattr(flag, "last_change", None)
+        return date_format(localtime(changed), "Y-m-d H:i") if changed else "—"
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        # The reason is asked for beside the save buttons (change_form.html), below the states.
+        shown = "default_display" if obj else "default_value"
+        return [(None, {"fields": (("key", "kind", shown), "description", ("owner", "tags"))})]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
-        return ("key", "kind", "default_value") if obj else ()
+        return ("key", "kind", "default_display") if obj else ()
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    @admin.display(description=_("environments"))
-    def states_summary(self, obj: Flag) -> str:
-        states = obj.states.all()  # prefetched with their environments, in order
-        return ", ".join(
-            f"{s.environment}: {'on ' + str(s.percentage) + '%' if s.enabled else 'off'}" for s in states
+    @admin.display(description=_("default value"))
+    def default_display(self, flag: Flag) -> str:
+        return format_html('<code class="flag-value">{}</code>', value_text(flag.kind, flag.default_value))
+
+    def get_urls(self) -> list[Any]:
+        switch = path("switch/", self.admin_site.admin_view(self.switch_view), name="rollout_flag_switch")
+        return [switch, *super().get_urls()]
+
+    def switch_view(self, request: HttpRequest) -> HttpResponse:
+        """The flags list's kill switch and on switch: one flag in one environment, with the
+        reason the operator gave, as a new revision."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not request.user.has_perm(CHANGE_PERMISSION):
+            raise PermissionDenied
+        back = _back(request, reverse("admin:rollout_flag_changelist"))
+        form = SwitchForm(request.POST)
+        if not form.is_valid():
+            problem = "give a reason" if "reason" in form.errors else "choose a flag and an environment"
+            self.message_user(request, f"Nothing changed: {problem}.", messages.ERROR)
+            return HttpResponseRedirect(back)
+        data = form.cleaned_data
+        state = get_object_or_404(
+            FlagState.objects.select_related("flag", "environment"),
+            flag_id=data["flag"],
+            environment_id=data["environment"],
         )
+        flag, environment, on = state.flag, state.environment, data["to"] == "on"
+        if state.enabled == on:
+            self.message_user(request, f"{flag} is already {data['to']} in {environment}.", messages.WARNING)
+            return HttpResponseRedirect(back)
+        try:
+            if on:
+                revision = services.flag_state_update(
+                    flag=flag,
+                    environment=environment,
+                    actor=_actor(request),
+                    reason=data["reason"],
+                    enabled=True,
+                )
+            else:
+                revision = services.flag_kill(
+                    flag=flag, environment=environment, actor=_actor(request), reason=data["reason"]
+                )
+        except (services.InvalidDocumentError, ValidationError) as exc:
+            self.message_user(request, f"Nothing changed: {exc}", messages.ERROR)
+            return HttpResponseRedirect(back)
+        self.message_user(request, f"Switched {data['to']}: {flag} in {environment}, as r{revision.number}.")
+        return HttpResponseRedirect(back)
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> HttpResponse:
+        if obj is not None:
+            self._describe_states(request, context, obj)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def _describe_states(self, request: HttpRequest, context: dict[str, Any], flag: Flag) -> None:
+        """What each environment's tab shows beside its editors: the state at a glance, the
+        split it serves, the JSON SDKs are served, and the flag's history there."""
+        history: dict[int, list[dict[str, Any]]] = {}
+        page = reverse("admin:rollout_flag_change", args=[flag.pk])
+        for version, revision in flag_history(flag_key=flag.key):
+            history.setdefault(version.environment_id, []).append(
+                {
+                    "revision": revision,
+                    "current": version.until is None,
+                    "changes": [
+                        {
+                            "field": c["field"],
+                            "before": json_text(c["before"]),
+                            "after": json_text(c["after"]),
+                        }
+                        for c in revision.diff
+                        if c.get("flag") == flag.key
+                    ],
+                    "rollback_url": reverse("admin:rollout_revision_rollback", args=[revision.pk])
+                    + "?"
+                    + urlencode({"flag": flag.key, "next": page}),
+                }
+            )
+        for inline_formset in context.get("inline_admin_formsets", []):
+            if inline_formset.formset.model is not FlagState:
+                continue
+            for state_form in inline_formset.formset.forms:
+                # As saved, not as a refused post left the form's instance.
+                state = FlagState(
+                    flag=flag,
+                    environment=state_form.instance.environment,
+                    **{name: state_form.initial.get(name) for name in STATE_FIELDS},
+                )
+                parts = split_parts(state, flag)
+                state_form.panel = {
+                    "environment": state.environment,
+                    "summary": state_summary(state, flag),
+                    "split": split_svg(parts),
+                    "legend": split_legend(parts),
+                    "served": json.dumps(flag_document(state), indent=2, sort_keys=True),
+                    "history": history.get(state.environment_id, []),
+                }
+        context["flag_kind"] = flag.kind
+        context["flag_default_text"] = value_text(flag.kind, flag.default_value)
 
     def save_model(self, request: HttpRequest, obj: Flag, form: forms.ModelForm[Flag], change: bool) -> None:
+        tags = form.cleaned_data.get("tags", "")
         if change:
             services.flag_details_update(
                 flag=obj, actor=_actor(request), description=obj.description, owner=obj.owner
             )
+            flag_tags_set(flag=obj, tags=tags, actor=_actor(request))
             return
         # The form checked the definition with the service's own check.
         created = services.flag_create(
@@ -219,6 +424,8 @@ class FlagAdmin(admin.ModelAdmin[Flag]):
             owner=obj.owner,
             actor=_actor(request),
         )
+        if tags:
+            flag_tags_set(flag=created, tags=tags, actor=_actor(request))
         obj.pk = created.pk
 
     def save_formset(
@@ -233,14 +440,13 @@ class FlagAdmin(admin.ModelAdmin[Flag]):
             if not state_form.has_changed():
                 continue
             state = state_form.instance
-            changes = {field: state_form.cleaned_data[field] for field in state_form.changed_data}
             # Checked in FlagStateFormSet.clean, with everything else on the page, before any save.
             revision = services.flag_state_update(
                 flag=state.flag,
                 environment=state.environment,
                 actor=_actor(request),
                 reason=reason,
-                **changes,
+                **changes_of(state_form),
             )
             formset.changed_objects.append((state, state_form.changed_data))
             messages.success(
@@ -251,7 +457,8 @@ class FlagAdmin(admin.ModelAdmin[Flag]):
 
 @admin.register(FlagState)
 class FlagStateAdmin(NoAddDeleteMixin, admin.ModelAdmin[FlagState]):
-    list_display = ("flag", "environment", "enabled", "percentage", "value", "updated_at")
+    show_facets = admin.ShowFacets.NEVER  # facet counts scan whole tables
+    list_display = ("flag", "environment", "enabled", "state", "served_value", "updated_at")
     list_filter = ("environment", "enabled")
     search_fields = ("flag__key",)
     actions = ["kill"]
@@ -261,6 +468,17 @@ class FlagStateAdmin(NoAddDeleteMixin, admin.ModelAdmin[FlagState]):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[FlagState]:
         return super().get_queryset(request).select_related("flag", "environment")
+
+    @admin.display(description=_("state"))
+    def state(self, obj: FlagState) -> str:
+        summary = state_summary(obj, obj.flag)
+        return format_html(
+            '<span class="state-badge {}" title="{}">{}</span>', summary.css, summary.detail, summary.label
+        )
+
+    @admin.display(description=_("value"))
+    def served_value(self, obj: FlagState) -> str:
+        return format_html('<code class="flag-value">{}</code>', value_text(obj.flag.kind, obj.value))
 
     @admin.action(description=_("Kill switch: turn off in that environment"), permissions=["kill"])
     def kill(self, request: HttpRequest, queryset: QuerySet[FlagState]) -> None:
@@ -277,6 +495,7 @@ class FlagStateAdmin(NoAddDeleteMixin, admin.ModelAdmin[FlagState]):
 
 @admin.register(Revision)
 class RevisionAdmin(NoAddDeleteMixin, admin.ModelAdmin[Revision]):
+    show_facets = admin.ShowFacets.NEVER  # facet counts scan whole tables
     list_display = (
         "environment",
         "number",
@@ -368,7 +587,7 @@ class RevisionAdmin(NoAddDeleteMixin, admin.ModelAdmin[Revision]):
             raise PermissionDenied
         target = get_object_or_404(Revision.objects.select_related("environment"), pk=pk)
         environment = target.environment
-        back = reverse("admin:rollout_revision_change", args=[target.pk])
+        back = _back(request, reverse("admin:rollout_revision_change", args=[target.pk]))
         flag_key = None
         if not whole_environment:
             flag_key = (request.POST if request.method == "POST" else request.GET).get("flag", "")
@@ -381,7 +600,7 @@ class RevisionAdmin(NoAddDeleteMixin, admin.ModelAdmin[Revision]):
         what = f"{flag_key} in {environment}" if flag_key else f"every flag of {environment}"
         if request.method == "POST" and preview:
             if request.POST.get("latest") == str(latest.number):
-                return self._apply_rollback(request, target, flag_key, what)
+                return self._apply_rollback(request, target, flag_key, what, back)
             self.message_user(
                 request,
                 f"{environment} changed since that preview (now r{latest.number}): check the changes again.",
@@ -399,11 +618,12 @@ class RevisionAdmin(NoAddDeleteMixin, admin.ModelAdmin[Revision]):
                 for change in preview
             ],
             "back": back,
+            "next": back if back != reverse("admin:rollout_revision_change", args=[target.pk]) else "",
         }
         return TemplateResponse(request, "admin/rollout/revision/rollback_confirm.html", context)
 
     def _apply_rollback(
-        self, request: HttpRequest, target: Revision, flag_key: str | None, what: str
+        self, request: HttpRequest, target: Revision, flag_key: str | None, what: str, back: str
     ) -> HttpResponse:
         reason = request.POST.get("reason", "")[:1000]
         try:
@@ -422,57 +642,12 @@ class RevisionAdmin(NoAddDeleteMixin, admin.ModelAdmin[Revision]):
         except (services.InvalidDocumentError, services.UnknownRevision) as exc:
             # e.g. a value stored before the SDK's bounds applied: nothing was changed.
             self.message_user(request, f"Not rolled back: {exc}", messages.ERROR)
-            return HttpResponseRedirect(reverse("admin:rollout_revision_change", args=[target.pk]))
+            return HttpResponseRedirect(back)
         self.message_user(request, f"{what} rolled back to r{target.number} as r{revision.number}.")
+        # Back where the operator came from (the flag's page), else to the new revision.
+        if request.POST.get("next") and back == request.POST["next"]:
+            return HttpResponseRedirect(back)
         return HttpResponseRedirect(reverse("admin:rollout_revision_change", args=[revision.pk]))
-
-
-class RolloutPlanForm(forms.ModelForm[RolloutPlan]):
-    class Meta:
-        model = RolloutPlan
-        fields = ("name", "flag", "value")
-        field_classes = {"value": FiniteJSONField}
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean() or {}
-        flag = cleaned.get("flag", self.instance.flag if self.instance.flag_id else None)
-        if "value" in self.fields and flag is not None and "value" not in self.errors:
-            try:
-                services.plan_check_value(flag=flag, value=cleaned.get("value"))
-            except services.InvalidPlanError as exc:
-                self.add_error("value", str(exc))
-        return cleaned
-
-
-def _editable(obj: RolloutPlan | None) -> bool:
-    """Only a draft's definition can change: a started plan's steps and value are frozen."""
-    return obj is None or obj.status == RolloutPlan.Status.DRAFT
-
-
-def _steps(formset: Any) -> list[dict[str, Any]]:
-    """The steps a plan's step formset describes, in the order of their forms."""
-    steps = []
-    for step_form in formset.forms:
-        data = getattr(step_form, "cleaned_data", None)
-        if not data or (formset.can_delete and formset._should_delete_form(step_form)):
-            continue
-        if step_form.instance.pk is None and not step_form.has_changed():
-            continue  # the empty extra row
-        steps.append({field: data.get(field) for field in ("position", *services.plans.STEP_FIELDS)})
-    return steps
-
-
-class RolloutStepFormSet(BaseInlineFormSet[RolloutStep, RolloutPlan, forms.ModelForm[RolloutStep]]):
-    """The steps as the service will take them, checked by it before anything is saved."""
-
-    def clean(self) -> None:
-        super().clean()
-        if any(self.errors) or not _editable(None if self.instance._state.adding else self.instance):
-            return  # a started plan's steps are shown, not posted
-        try:
-            services.plan_check_steps(steps=_steps(self))
-        except services.InvalidPlanError as exc:
-            raise ValidationError(str(exc)) from None
 
 
 class RolloutStepInline(admin.TabularInline[RolloutStep, RolloutPlan]):
@@ -490,34 +665,88 @@ class RolloutStepInline(admin.TabularInline[RolloutStep, RolloutPlan]):
     )
     readonly_fields = ("applied_at", "revision_number")
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[RolloutStep]:
+        return super().get_queryset(request).select_related("environment")
+
     def get_extra(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> int:
-        return 1 if _editable(obj) else 0
+        return 1 if plan_editable(obj) else 0
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return _editable(obj) and super().has_add_permission(request, obj)
+        return plan_editable(obj) and super().has_add_permission(request, obj)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return _editable(obj) and super().has_change_permission(request, obj)
+        return plan_editable(obj) and super().has_change_permission(request, obj)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return _editable(obj) and super().has_delete_permission(request, obj)
+        return plan_editable(obj) and super().has_delete_permission(request, obj)
+
+
+# What each button on a plan's page may do, in which states, and who may press it.
+PLAN_OPERATIONS: dict[str, tuple[Any, str, tuple[str, ...], str]] = {
+    "start": (services.plan_start, "started", (RolloutPlan.Status.DRAFT,), "run"),
+    "pause": (services.plan_pause, "paused", (RolloutPlan.Status.RUNNING,), "change"),
+    "resume": (services.plan_resume, "resumed", (RolloutPlan.Status.PAUSED,), "run"),
+    "abort": (
+        services.plan_abort,
+        "aborted",
+        (RolloutPlan.Status.RUNNING, RolloutPlan.Status.PAUSED, RolloutPlan.Status.FAILED),
+        "run",
+    ),
+}
+
+
+def _guard_verdicts(plan: RolloutPlan, step: RolloutStep | None) -> list[dict[str, Any]]:
+    """What each guard in settings.ROLLOUT_GUARDS says of the plan's next step now (the
+    question the periodic advance asks before it applies it). A guard that raises is shown
+    with its error rather than breaking the page."""
+    verdicts = []
+    for dotted in getattr(settings, "ROLLOUT_GUARDS", []):
+        if step is None:
+            verdicts.append({"guard": dotted, "ok": None, "reason": "no step left to guard"})
+            continue
+        try:
+            verdict = import_string(dotted)(plan, step)
+            verdicts.append({"guard": dotted, "ok": verdict.ok, "reason": verdict.reason})
+        except Exception as exc:  # a guard is operator-supplied code
+            verdicts.append({"guard": dotted, "ok": None, "reason": f"{type(exc).__name__}: {exc}"})
+    return verdicts
 
 
 @admin.register(RolloutPlan)
 class RolloutPlanAdmin(admin.ModelAdmin[RolloutPlan]):
+    show_facets = admin.ShowFacets.NEVER  # facet counts scan whole tables
     form = RolloutPlanForm
-    list_display = ("name", "flag", "status", "progress", "started_by", "updated_at")
+    list_display = (
+        "name",
+        "flag",
+        "status",
+        "progress",
+        "current_step",
+        "next_step_at",
+        "started_by",
+        "updated_at",
+    )
     list_filter = ("status",)
     list_select_related = ("flag", "started_by")
+    autocomplete_fields = ("flag",)  # a search, not a menu of 10,000 flags
     inlines = [RolloutStepInline]
     actions = ["start", "pause", "resume", "abort"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         always = ("status", "reason", "baseline", "started_by", "created_by", "created_at", "updated_at")
-        return always if _editable(obj) else ("flag", "value", *always)
+        return always if plan_editable(obj) else ("flag", "value_display", *always)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        value = "value" if plan_editable(obj) else "value_display"
+        always = ("status", "reason", "baseline", "started_by", "created_by", "created_at", "updated_at")
+        return ("name", "flag", value, *always)
+
+    @admin.display(description=_("value"))
+    def value_display(self, plan: RolloutPlan) -> str:
+        return format_html('<code class="flag-value">{}</code>', value_text(plan.flag.kind, plan.value))
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return _editable(obj) and super().has_delete_permission(request, obj)
+        return plan_editable(obj) and super().has_delete_permission(request, obj)
 
     def save_model(
         self, request: HttpRequest, obj: RolloutPlan, form: forms.ModelForm[RolloutPlan], change: bool
@@ -530,7 +759,7 @@ class RolloutPlanAdmin(admin.ModelAdmin[RolloutPlan]):
         for formset in formsets:
             formset.new_objects, formset.deleted_objects, formset.changed_objects = [], [], []
             if formset.model is RolloutStep and (not change or formset.has_changed()):
-                steps = _steps(formset)
+                steps = steps_of(formset)
         if not change:
             created = services.plan_create(
                 name=data["name"],
@@ -541,7 +770,9 @@ class RolloutPlanAdmin(admin.ModelAdmin[RolloutPlan]):
             )
             plan.pk, plan.created_by = created.pk, created.created_by
             return
-        frozen = {} if not _editable(plan) else {"flag": data["flag"], "value": data["value"], "steps": steps}
+        frozen = (
+            {} if not plan_editable(plan) else {"flag": data["flag"], "value": data["value"], "steps": steps}
+        )
         services.plan_update(plan=plan, actor=_actor(request), name=data["name"], **frozen)
 
     def delete_model(self, request: HttpRequest, obj: RolloutPlan) -> None:
@@ -555,18 +786,100 @@ class RolloutPlanAdmin(admin.ModelAdmin[RolloutPlan]):
                 self.message_user(request, f"{plan}: {exc}", messages.WARNING)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[RolloutPlan]:
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                step_count=Count("steps"),
-                steps_done=Count("steps", filter=Q(steps__applied_at__isnull=False)),
-            )
-        )
+        steps = RolloutStep.objects.select_related("environment").order_by("position")
+        return super().get_queryset(request).prefetch_related(Prefetch("steps", queryset=steps))
 
     @admin.display(description=_("progress"))
     def progress(self, obj: RolloutPlan) -> str:
-        return f"{getattr(obj, 'steps_done', 0)}/{getattr(obj, 'step_count', 0)} steps"
+        steps = list(obj.steps.all())
+        done = sum(1 for s in steps if s.applied_at is not None)
+        return f"{done}/{len(steps)} steps"
+
+    @admin.display(description=_("current step"))
+    def current_step(self, obj: RolloutPlan) -> str:
+        applied = [s for s in obj.steps.all() if s.applied_at is not None]
+        if not applied:
+            return "—"
+        step = applied[-1]
+        return f"{step.position}: {step.environment} {percent_text(step.percentage)} %"
+
+    @admin.display(description=_("next step at"))
+    def next_step_at(self, obj: RolloutPlan) -> str:
+        due, what = plan_next_due(obj, list(obj.steps.all()), timezone.now())
+        return f"{date_format(localtime(due), 'Y-m-d H:i')}: {what}" if due else "—"
+
+    def get_urls(self) -> list[Any]:
+        operate = path(
+            "<int:pk>/operate/",
+            self.admin_site.admin_view(self.operate_view),
+            name="rollout_rolloutplan_operate",
+        )
+        return [operate, *super().get_urls()]
+
+    def operate_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """The Start / Pause / Resume / Abort buttons of a plan's page: the same services,
+        and the same rights, as the list's actions."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        plan = get_object_or_404(RolloutPlan, pk=pk)
+        page = reverse("admin:rollout_rolloutplan_change", args=[plan.pk])
+        operation = PLAN_OPERATIONS.get(request.POST.get("operation", ""))
+        if operation is None:
+            self.message_user(request, "Choose start, pause, resume or abort.", messages.ERROR)
+            return HttpResponseRedirect(page)
+        run, verb, _states, right = operation
+        allowed = (
+            self.has_run_permission(request) if right == "run" else self.has_change_permission(request, plan)
+        )
+        if not allowed:
+            raise PermissionDenied
+        kwargs: dict[str, Any] = {"plan": plan, "user": request.user, "actor": _actor(request)}
+        if run is services.plan_abort:
+            kwargs["reason"] = request.POST.get("reason", "").strip()[:1000] or "aborted from the plan's page"
+        try:
+            result = run(**kwargs)
+        except (services.PlanStateError, services.InvalidPlanError, PermissionDenied) as exc:
+            self.message_user(request, f"{plan}: {exc}", messages.WARNING)
+            return HttpResponseRedirect(page)
+        if result.status == RolloutPlan.Status.FAILED:
+            self.message_user(request, f"{plan}: failed: {result.reason}", messages.ERROR)
+        else:
+            self.message_user(request, f"{plan} {verb}.")
+        return HttpResponseRedirect(page)
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> HttpResponse:
+        if obj is not None:
+            steps = list(obj.steps.select_related("environment").order_by("position"))
+            due, what = plan_next_due(obj, steps, timezone.now())
+            upcoming = next((s for s in steps if s.applied_at is None), None)
+            can_run = self.has_run_permission(request)
+            context.update(
+                {
+                    "timeline": plan_timeline(obj, steps),
+                    "next_due": due,
+                    "next_what": what,
+                    "guards_configured": bool(getattr(settings, "ROLLOUT_GUARDS", [])),
+                    "guard_verdicts": _guard_verdicts(obj, upcoming)
+                    if obj.status in (RolloutPlan.Status.RUNNING, RolloutPlan.Status.PAUSED)
+                    else [],
+                    "operations": [
+                        name
+                        for name, (_run, _verb, states, right) in PLAN_OPERATIONS.items()
+                        if obj.status in states
+                        and (can_run if right == "run" else self.has_change_permission(request, obj))
+                    ],
+                    "plan_value_text": value_text(obj.flag.kind, obj.value),
+                }
+            )
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def _run(self, request: HttpRequest, queryset: QuerySet[RolloutPlan], operation: Any, verb: str) -> None:
         done = 0

@@ -69,13 +69,28 @@ class Flag(models.Model):
     kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.BOOLEAN)
     default_value = models.JSONField(help_text="Served when the flag is off, or when nothing matches.")
     owner = models.CharField(max_length=150, blank=True, default="")
+    tags = models.CharField(
+        max_length=200,
+        blank=True,
+        default="",
+        help_text="Words to find the flag by, separated by spaces (not served to SDKs).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["key"]
+        # The flags list filters by these at 10,000 flags.
+        indexes = [
+            models.Index(fields=["owner"], name="flag_owner"),
+            models.Index(fields=["kind"], name="flag_kind"),
+        ]
 
     def __str__(self) -> str:
         return self.key
+
+    @property
+    def tag_list(self) -> list[str]:
+        return self.tags.split()
 
 
 class FlagState(models.Model):
@@ -213,7 +228,11 @@ class FlagVersion(models.Model):
                 name="flag_version_one_open",
             ),
         ]
-        indexes = [models.Index(fields=["environment", "since"], name="flag_version_since")]
+        indexes = [
+            models.Index(fields=["environment", "since"], name="flag_version_since"),
+            # A flag's own history across environments, newest first (the flag's page).
+            models.Index(fields=["flag_key", "-since"], name="flag_version_history"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.flag_key} in {self.environment_id} r{self.since}-{self.until or ''}"

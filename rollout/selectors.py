@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import reduce
+from operator import or_
 
-from django.db.models import Max, QuerySet
+from django.db.models import F, Max, Q, QuerySet, Window
+from django.db.models.functions import RowNumber
 
-from .models import Environment, FlagState, Revision
+from .models import Environment, FlagState, FlagVersion, Revision
 
 
 def revision_latest(*, environment: Environment) -> Revision | None:
@@ -49,3 +52,24 @@ def revision_number_etag_latest(*, environment_key: str) -> tuple[int, str] | No
 def flag_states_of(*, environment: Environment) -> QuerySet[FlagState]:
     """Every flag's state in ``environment``, with its flag, in key order."""
     return FlagState.objects.filter(environment=environment).select_related("flag").order_by("flag__key")
+
+
+def flag_history(*, flag_key: str, per_environment: int = 20) -> list[tuple[FlagVersion, Revision]]:
+    """The revisions that changed ``flag_key``, newest first, at most ``per_environment`` in
+    each environment, each with the flag's version it opened: two queries, whatever the
+    number of environments or revisions."""
+    ranked = FlagVersion.objects.filter(flag_key=flag_key).annotate(
+        rank=Window(RowNumber(), partition_by=F("environment_id"), order_by=F("since").desc())
+    )
+    versions = list(ranked.filter(rank__lte=per_environment).order_by("environment_id", "-since"))
+    if not versions:
+        return []
+    wanted = reduce(or_, (Q(environment_id=v.environment_id, number=v.since) for v in versions))
+    revisions = {
+        (r.environment_id, r.number): r for r in Revision.objects.filter(wanted).select_related("environment")
+    }
+    return [
+        (v, revisions[v.environment_id, v.since])
+        for v in versions
+        if (v.environment_id, v.since) in revisions
+    ]

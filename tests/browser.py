@@ -50,3 +50,14 @@ def screenshot(driver: Any, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     driver.save_screenshot(str(path))
     return path
+
+
+def log_in(driver: Any, base_url: str, username: str, password: str) -> None:
+    """Through the admin's login page, as an operator does; returns once the admin answers."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{base_url}/admin/login/")
+    driver.find_element(By.NAME, "username").send_keys(username)
+    driver.find_element(By.NAME, "password").send_keys(password)
+    driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    driver.find_element(By.ID, "user-tools")

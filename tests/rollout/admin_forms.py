@@ -15,14 +15,26 @@ def management(prefix: str, total: int, initial: int) -> dict[str, Any]:
     return dict(zip([f"{prefix}-{name}" for name in MANAGEMENT], [total, initial, 0, 1000], strict=True))
 
 
+def typed_value(kind: str, value: Any) -> str:
+    """A flag's value as its page's typed field shows it: a string as it is, a boolean as
+    true/false, no value as empty, anything else as JSON."""
+    if value is None:
+        return ""
+    if kind == "string" and isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
 def flag_change_data(
     flag: Flag, *, reason: str = "", states: dict[str, dict[str, Any]] | None = None, **details: Any
 ) -> dict[str, Any]:
-    """The flag's change form as shown, with ``details`` (description, owner) and, per
-    environment key, the state fields in ``states`` replaced (JSON fields as typed text)."""
+    """The flag's change form as shown, with ``details`` (description, owner, tags) and, per
+    environment key, the state fields in ``states`` replaced (as typed text: the value typed
+    by the flag's kind, variants, targets and rules as the JSON the editors write)."""
     data: dict[str, Any] = {
         "description": flag.description,
         "owner": flag.owner,
+        "tags": flag.tags,
         "reason": reason,
         **details,
     }
@@ -33,7 +45,7 @@ def flag_change_data(
             "id": state.pk,
             "flag": flag.pk,
             "enabled": "on" if state.enabled else "",
-            "value": json.dumps(state.value),
+            "value": typed_value(flag.kind, state.value),
             "percentage": str(state.percentage),
             "variants": json.dumps(state.variants),
             "targets": json.dumps(state.targets),
@@ -57,6 +69,7 @@ def flag_add_data(key: str, kind: str, default: str, **extra: Any) -> dict[str, 
         "default_value": default,
         "description": "",
         "owner": "",
+        "tags": "",
         "reason": "",
         **management("states", 0, 0),
         **extra,

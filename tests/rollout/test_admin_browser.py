@@ -3,11 +3,12 @@
 import pytest
 from django.urls import reverse
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
 
 from rollout import services
 from rollout.models import Environment, Flag, FlagState, Revision
 
-from ..browser import chromium, screenshot
+from ..browser import chromium, log_in, screenshot
 from ..factories import UserFactory, sdk_key, sdk_key_scope
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("rollout_defaults")]
@@ -18,11 +19,7 @@ PASSWORD = "correct-horse-battery-staple"
 def browser(live_server):
     UserFactory(username="operator", password=PASSWORD, is_staff=True, is_superuser=True)
     with chromium() as driver:
-        driver.get(f"{live_server.url}/admin/login/")
-        driver.find_element(By.NAME, "username").send_keys("operator")
-        driver.find_element(By.NAME, "password").send_keys(PASSWORD)
-        driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-        driver.find_element(By.ID, "user-tools")
+        log_in(driver, live_server.url, "operator", PASSWORD)
         yield driver
 
 
@@ -34,21 +31,17 @@ def test_browser__ramp_to_5_percent_see_diff_roll_back_and_kill(browser, live_se
     prod = Environment.objects.get(key="prod")
     _, raw_sdk_key = sdk_key(prod, actor="ops")
     flag = Flag.objects.get(key="use_zstd")
-    prod_index = list(
-        FlagState.objects.filter(flag=flag).order_by("pk").values_list("environment__key", flat=True)
-    ).index("prod")
     before = prod.revisions.order_by("-number").first()
     assert served(client, raw_sdk_key)["enabled"] is False
 
-    # Ramp prod to 5 %.
+    # Ramp prod to 5 %, on the flag page's prod tab.
     browser.get(f"{live_server.url}{reverse('admin:rollout_flag_change', args=[flag.pk])}")
-    enabled = browser.find_element(By.NAME, f"states-{prod_index}-enabled")
-    if not enabled.is_selected():
-        enabled.click()
-    value = browser.find_element(By.NAME, f"states-{prod_index}-value")
-    value.clear()
-    value.send_keys("true")
-    percentage = browser.find_element(By.NAME, f"states-{prod_index}-percentage")
+    browser.find_element(By.ID, "env-tab-prod").click()
+    panel = browser.find_element(By.ID, "env-panel-prod")
+    if not panel.find_element(By.CSS_SELECTOR, "input[name$='-enabled']").is_selected():
+        panel.find_element(By.CSS_SELECTOR, "label.switch").click()
+    Select(panel.find_element(By.CSS_SELECTOR, "select[name$='-value']")).select_by_value("true")
+    percentage = panel.find_element(By.CSS_SELECTOR, "input[name$='-percentage']")
     percentage.clear()
     percentage.send_keys("5")
     browser.find_element(By.NAME, "reason").send_keys("canary 5%")

@@ -85,7 +85,7 @@ def test_admin_flag_state__percentage_not_finite__form_error_and_nothing_changes
 
 
 def test_admin_flag__one_state_refused__nothing_on_the_page_saved_and_input_kept(admin_client):
-    flag = Flag.objects.get(key="use_zstd")
+    flag = Flag.objects.get(key="zstd_level")
     before = snapshot()
     response = change_flag(
         admin_client,
@@ -93,17 +93,29 @@ def test_admin_flag__one_state_refused__nothing_on_the_page_saved_and_input_kept
         reason="ramp",
         description="new words",
         states={
-            "prod": {"enabled": "on", "value": "true", "percentage": "5"},  # valid
-            "staging": {"enabled": "on", "value": '"yes"'},  # a boolean flag cannot serve "yes"
+            "prod": {"enabled": "on", "value": "5", "percentage": "5"},  # valid
+            "staging": {"enabled": "on", "value": "30"},  # the SDK runs zstd at levels 1-22 only
         },
     )
     assert response.status_code == 200
-    assert "staging" in errors(response) and "cannot be 'yes'" in errors(response)
+    assert "staging" in errors(response) and "must be from 1 to 22, not 30" in errors(response)
     page = response.content.decode()
     assert "changed successfully" not in page and "is now at revision" not in page
-    assert "new words" in page and "&quot;yes&quot;" in page  # what the operator typed is still there
+    assert "new words" in page and 'value="30"' in page  # what the operator typed is still there
     assert snapshot() == before
-    assert Flag.objects.get(key="use_zstd").description == flag.description
+    assert Flag.objects.get(key="zstd_level").description == flag.description
+
+
+def test_admin_flag__boolean_value_not_true_or_false__form_error_and_nothing_changes(admin_client):
+    before = snapshot()
+    response = change_flag(
+        admin_client,
+        Flag.objects.get(key="use_zstd"),
+        states={"staging": {"enabled": "on", "value": '"yes"'}},
+    )
+    assert response.status_code == 200
+    assert "Choose true or false" in errors(response)
+    assert snapshot() == before
 
 
 def test_admin_flag__every_change_valid__all_saved_with_revisions(admin_client):
