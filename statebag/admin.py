@@ -1,17 +1,33 @@
-"""Read-only browsers: executions, manifests with their hash chain, packs with their blobs.
-Manifests and blobs are immutable, so nothing here can add, change or delete them."""
+"""Read-only browsers: executions as a time machine (their versions with each one's hash check,
+any version's state, what changed between two), manifests with their hash chain, packs with
+their blobs. Manifests and blobs are immutable, so nothing here can add, change or delete them.
+
+Every list answers in a fixed number of queries whatever the table's size: related figures
+come from per-row subqueries on the page's rows only, and the row count stops at
+``COUNT_LIMIT`` rather than counting a table of millions."""
 
 from __future__ import annotations
 
+import json
+from datetime import timedelta
+from functools import cached_property
 from typing import Any, TypeVar
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Count, Model, QuerySet
-from django.http import HttpRequest, HttpResponse
-from django.urls import reverse
+from django.contrib.admin import SimpleListFilter
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import Count, IntegerField, Model, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+from django.http import Http404, HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.http import content_disposition_header
 from django.utils.translation import gettext_lazy as _
+from django_stubs_ext import StrOrPromise
 
 from keys.admin import OneTimeKeyAdmin
 
@@ -25,19 +41,61 @@ from .models import (
     GCRun,
     Manifest,
     ManifestEntry,
+    ManifestParent,
     Pack,
     Pin,
     WriteKey,
     validate_owner_id,
 )
 from .services import manifest_chain
+from .time_machine import (
+    STATE_PREVIEW_BYTES,
+    StateUnavailable,
+    manifest_of,
+    state_diff,
+    state_json,
+    version_page,
+)
 
 M = TypeVar("M", bound=Model)
 P = TypeVar("P", bound=Model)
 
+# One admin site serves every app. There is no public site, so no "View site" link (it was a
+# 404); the product's name heads every page.
+admin.site.site_url = None
+admin.site.site_header = _("Analemma")
+admin.site.site_title = _("Analemma admin")
+admin.site.index_title = _("Dashboard")
+
+COUNT_LIMIT = 10_000
+# Reading a hydrated state (shown, downloaded or compared) needs this Execution permission.
+VIEW_STATE = "view_state"
+
+
+class CappedCountPaginator(Paginator[Any]):
+    """Counts at most ``COUNT_LIMIT`` rows (a COUNT over a LIMITed subquery), so a list of
+    millions costs what one of ten thousand does; the pages past it are reached by filtering
+    or searching. ``capped`` says the count stopped there."""
+
+    @cached_property
+    def count(self) -> int:
+        rows: Any = self.object_list  # the changelist's queryset
+        found = int(rows[: COUNT_LIMIT + 1].count())
+        self.capped = found > COUNT_LIMIT
+        return min(found, COUNT_LIMIT)
+
+    capped = False
+
 
 class ReadOnlyAdmin(admin.ModelAdmin[M]):
     """Shows readonly_fields, in order, and allows no add, change or delete."""
+
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+    # Facet counts (``?_facets=True``) count each filter's choices over the whole filtered
+    # table, with no cap: on millions of rows that is the full-table COUNT the paginator avoids.
+    show_facets = admin.ShowFacets.NEVER
+    list_per_page = 50
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         return self.readonly_fields or super().get_fields(request, obj)
@@ -73,18 +131,64 @@ def _link(obj: Any, text: str) -> str:
     )
 
 
-class ManifestInline(ReadOnlyInline[Manifest, Execution]):
-    model = Manifest
-    fields = ("version", "hash", "raw_bytes", "created_at")
-    readonly_fields = fields
-    ordering = ("-version",)
+WORKFLOW_CHOICES_LIMIT = 100
+
+
+class WorkflowFilter(SimpleListFilter):
+    """The workflows, read from the executions' own index (a DISTINCT over the versions or
+    transactions would read every row), at most ``WORKFLOW_CHOICES_LIMIT`` of them."""
+
+    title = _("workflow")
+    parameter_name = "workflow"
+    field_path = "workflow_id"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        names = (
+            Execution.objects.order_by("workflow_id")
+            .values_list("workflow_id", flat=True)
+            .distinct()[:WORKFLOW_CHOICES_LIMIT]
+        )
+        return [(name, name) for name in names]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() is None:
+            return queryset
+        return queryset.filter(**{self.field_path: self.value()})
+
+
+class ManifestWorkflowFilter(WorkflowFilter):
+    field_path = "execution__workflow_id"
+
+
+class CommittedViaFilter(SimpleListFilter):
+    """The ways a version is committed, named here rather than found by a DISTINCT over every
+    version."""
+
+    title = _("committed via")
+    parameter_name = "committed_via"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, StrOrPromise]]:
+        return [
+            ("2pc", _("two-phase commit")),
+            ("direct", _("one step, with uploads")),
+            ("noupload", _("one step, nothing to upload")),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        return queryset if self.value() is None else queryset.filter(committed_via=self.value())
+
+
+class VersionCompareForm(forms.Form):
+    older = forms.IntegerField(min_value=1, label=_("from version"))
+    newer = forms.IntegerField(min_value=1, label=_("to version"))
 
 
 @admin.register(Execution)
 class ExecutionAdmin(ReadOnlyAdmin[Execution]):
     list_display = ("execution_id", "owner_id", "workflow_id", "status", "head_version", "updated_at")
-    list_filter = ("status", "workflow_id")
+    list_filter = ("status", WorkflowFilter)
     search_fields = ("execution_id", "owner_id", "workflow_id")
+    ordering = ("-updated_at",)
     readonly_fields = (
         "owner_id",
         "workflow_id",
@@ -95,7 +199,6 @@ class ExecutionAdmin(ReadOnlyAdmin[Execution]):
         "updated_at",
         "finished_at",
     )
-    inlines = [ManifestInline]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Execution]:
         return super().get_queryset(request).select_related("head")
@@ -108,12 +211,157 @@ class ExecutionAdmin(ReadOnlyAdmin[Execution]):
     def head_link(self, obj: Execution) -> str:
         return _link(obj.head, f"v{obj.head.version} {obj.head.hash[:16]}") if obj.head else "—"
 
+    # The time machine -------------------------------------------------------------------------
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        return [
+            path("<path:object_id>/diff/", view(self.diff_view), name="statebag_execution_diff"),
+            path(
+                "<path:object_id>/versions/<int:version>/",
+                view(self.state_view),
+                name="statebag_execution_state",
+            ),
+            path(
+                "<path:object_id>/versions/<int:version>/state.json",
+                view(self.state_download),
+                name="statebag_execution_state_json",
+            ),
+            *super().get_urls(),
+        ]
+
+    def _viewable(self, request: HttpRequest, object_id: str) -> Execution:
+        execution = self.get_object(request, object_id)
+        if execution is None:
+            raise Http404(_("No such execution."))
+        if not self.has_view_permission(request, execution):
+            raise PermissionDenied
+        return execution
+
+    def has_view_state_permission(self, request: HttpRequest) -> bool:
+        """Whether the user may read hydrated states (shown, downloaded or compared): more than
+        the metadata the view permission shows. Superusers have every permission."""
+        return request.user.has_perm(f"{self.opts.app_label}.{VIEW_STATE}")
+
+    def _state_viewable(self, request: HttpRequest, object_id: str) -> Execution:
+        execution = self._viewable(request, object_id)
+        if not self.has_view_state_permission(request):
+            raise PermissionDenied
+        return execution
+
+    def _context(self, request: HttpRequest, execution: Execution, title: str) -> dict[str, Any]:
+        return {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "execution": execution,
+            "title": title,
+            "subtitle": str(execution),
+            "execution_url": reverse("admin:statebag_execution_change", args=[execution.pk]),
+        }
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        execution = self._viewable(request, object_id)
+        page, rows = version_page(execution, request.GET.get("versions"))
+        head = execution.head.version if execution.head else 0
+        compare = VersionCompareForm(initial={"older": max(head - 1, 1), "newer": max(head, 1)})
+        context = {
+            "versions_page": page,
+            "version_rows": rows,
+            "can_view_state": self.has_view_state_permission(request),
+            "compare_form": compare,
+            "execution_pk": execution.pk,
+            "diff_url": reverse("admin:statebag_execution_diff", args=[execution.pk]),
+            **(extra_context or {}),
+        }
+        return super().change_view(request, object_id, form_url, context)
+
+    def state_view(self, request: HttpRequest, object_id: str, version: int) -> HttpResponse:
+        execution = self._state_viewable(request, object_id)
+        manifest = manifest_of(execution, version)
+        if manifest is None:
+            raise Http404(_("No such version."))
+        context = self._context(request, execution, str(_("State at version %(v)d") % {"v": version}))
+        context.update(manifest=manifest, version=version, preview_bytes=STATE_PREVIEW_BYTES)
+        try:
+            text = state_json(manifest)
+        except StateUnavailable as exc:
+            context["unavailable"] = str(exc)
+        else:
+            context["size"] = len(text)
+            context["truncated"] = len(text) > STATE_PREVIEW_BYTES
+            context["state_text"] = _pretty(
+                text[:STATE_PREVIEW_BYTES], complete=len(text) <= STATE_PREVIEW_BYTES
+            )
+        return TemplateResponse(request, "admin/statebag/execution/state.html", context)
+
+    def state_download(self, request: HttpRequest, object_id: str, version: int) -> HttpResponse:
+        execution = self._state_viewable(request, object_id)
+        manifest = manifest_of(execution, version)
+        if manifest is None:
+            raise Http404(_("No such version."))
+        try:
+            text = state_json(manifest)
+        except StateUnavailable as exc:
+            return HttpResponse(str(exc), status=409, content_type="text/plain; charset=utf-8")
+        response = HttpResponse(text, content_type="application/json")
+        # Quoted, or encoded per RFC 6266 when the ids are not ASCII (always a header for an
+        # attachment: None only for an inline response with no name).
+        disposition = content_disposition_header(
+            True, f"{execution.owner_id}-{execution.execution_id}-v{version}.json"
+        )
+        response["Content-Disposition"] = disposition or "attachment"
+        response["Cache-Control"] = "no-store"
+        return response
+
+    def diff_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        execution = self._state_viewable(request, object_id)
+        form = VersionCompareForm(request.GET)
+        context = self._context(request, execution, str(_("What changed")))
+        context["compare_form"] = form
+        context["diff_url"] = request.path
+        if form.is_valid():
+            older = manifest_of(execution, form.cleaned_data["older"])
+            newer = manifest_of(execution, form.cleaned_data["newer"])
+            if older is None or newer is None:
+                context["unavailable"] = _("This execution has no such version.")
+            else:
+                context.update(older=older, newer=newer)
+                try:
+                    context["diff"] = state_diff(older, newer)
+                except StateUnavailable as exc:
+                    context["unavailable"] = str(exc)
+        return TemplateResponse(request, "admin/statebag/execution/diff.html", context)
+
 
 class EntryInline(ReadOnlyInline[ManifestEntry, Manifest]):
     model = ManifestEntry
     fields = ("field", "kind", "digest", "stored")
     readonly_fields = fields
     show_change_link = False
+
+
+def _pretty(text: bytes, *, complete: bool) -> str:
+    """Indented JSON for reading; a cut-off preview, or a state nested too deep to indent, is
+    shown as it is."""
+    if complete:
+        try:
+            return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+        except RecursionError:
+            pass
+    return text.decode("utf-8", errors="replace")
+
+
+def _count_of(model: type[Model], link: str) -> Coalesce:
+    """How many ``model`` rows point at the outer row: one subquery per listed row only."""
+    rows = model._default_manager.filter(**{link: OuterRef("pk")}).order_by().values(link)
+    return Coalesce(
+        Subquery(rows.annotate(total=Count("pk")).values("total")[:1], output_field=IntegerField()), 0
+    )
 
 
 @admin.register(Manifest)
@@ -127,7 +375,7 @@ class ManifestAdmin(ReadOnlyAdmin[Manifest]):
         "committed_via",
         "created_at",
     )
-    list_filter = ("retained", "committed_via", "execution__workflow_id")
+    list_filter = ("retained", CommittedViaFilter, ManifestWorkflowFilter)
     search_fields = ("hash", "execution__execution_id", "execution__owner_id")
     readonly_fields = (
         "execution",
@@ -151,14 +399,15 @@ class ManifestAdmin(ReadOnlyAdmin[Manifest]):
             super()
             .get_queryset(request)
             .select_related("execution")
-            .annotate(parent_total=Count("parent_links"))
+            .annotate(parent_total=_count_of(ManifestParent, "child"))
         )
 
     @admin.display(description=_("hash"))
     def short_hash(self, obj: Manifest) -> str:
         return obj.hash[:16]
 
-    @admin.display(description=_("parents"), ordering="parent_total")
+    # Not sortable: ordering by a per-row subquery computes it for every row of the table.
+    @admin.display(description=_("parents"))
     def parent_count(self, obj: Manifest) -> int:
         return int(getattr(obj, "parent_total", 0))
 
@@ -206,9 +455,10 @@ class PackAdmin(ReadOnlyAdmin[Pack]):
     inlines = [BlobInline]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Pack]:
-        return super().get_queryset(request).annotate(blob_total=Count("blobs"))
+        return super().get_queryset(request).annotate(blob_total=_count_of(Blob, "pack"))
 
-    @admin.display(description=_("blobs"), ordering="blob_total")
+    # Not sortable: ordering by a per-row subquery computes it for every row of the table.
+    @admin.display(description=_("blobs"))
     def blob_count(self, obj: Pack) -> int:
         return int(getattr(obj, "blob_total", 0))
 
@@ -218,6 +468,9 @@ class PinInline(ReadOnlyInline[Pin, CommitTransaction]):
     fields = ("pack", "digest", "created_at")
     readonly_fields = fields
     show_change_link = False
+
+
+BYPASS_WINDOW = timedelta(days=1)
 
 
 @admin.register(CommitTransaction)
@@ -245,13 +498,18 @@ class CommitTransactionAdmin(ReadOnlyAdmin[CommitTransaction]):
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
-        # A guarantee asked for but not delivered must be visible, not silent.
+        # A guarantee asked for but not delivered must be visible, not silent. Counted over a
+        # recent window, on the versions' time index, however long the history.
         if statebag_settings().use_2pc:
-            direct = Manifest.objects.filter(committed_via="direct").count()
+            since = timezone.now() - BYPASS_WINDOW
+            direct = Manifest.objects.filter(committed_via="direct", created_at__gte=since).count()
             if direct:
                 self.message_user(
                     request,
-                    _("USE_2PC is on, but %(count)d version(s) were committed without the two-phase commit.")
+                    _(
+                        "USE_2PC is on, but %(count)d version(s) in the last 24 hours were committed "
+                        "without the two-phase commit."
+                    )
                     % {"count": direct},
                     messages.WARNING,
                 )
@@ -351,6 +609,9 @@ class WriteKeyAdmin(OneTimeKeyAdmin[WriteKey]):
     list_display = ("prefix", "owner_id", "name", "created_by", "created_at", "last_used_at", "revoked_at")
     list_filter = ("revoked_at",)
     search_fields = ("owner_id", "prefix", "name")
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER  # uncapped counts over the whole table, as ReadOnlyAdmin says
     create_form = WriteKeyCreateForm
     key_element_id = "write-key"
 

@@ -91,7 +91,15 @@ class Execution(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["owner_id", "execution_id"], name="execution_unique_per_owner"),
         ]
-        indexes = [models.Index(fields=["owner_id", "workflow_id"])]
+        indexes = [
+            models.Index(fields=["owner_id", "workflow_id"]),
+            # The admin lists the newest first, all or by status, and offers the workflows.
+            models.Index(fields=["updated_at", "id"], name="execution_recent"),
+            models.Index(fields=["status", "updated_at", "id"], name="execution_status_recent"),
+            models.Index(fields=["workflow_id"], name="execution_workflow"),
+        ]
+        # A version's whole hydrated state is more sensitive than the metadata "view" shows.
+        permissions = [("view_state", "Can read and download hydrated state")]
 
     def __str__(self) -> str:
         return f"{self.owner_id}/{self.execution_id}"
@@ -164,6 +172,8 @@ class Pack(models.Model):
 
     class Meta:
         constraints = [models.CheckConstraint(condition=Q(size__gte=0), name="pack_size_not_negative")]
+        # The dashboard charts bytes written per hour.
+        indexes = [models.Index(fields=["created_at"], name="pack_created")]
 
     def __str__(self) -> str:
         return self.key
@@ -242,6 +252,8 @@ class Manifest(models.Model):
             models.CheckConstraint(condition=Q(version__gte=1), name="manifest_version_positive"),
         ]
         ordering = ["execution_id", "version"]
+        # The dashboard counts commits per minute over the last hour and day.
+        indexes = [models.Index(fields=["created_at"], name="manifest_created")]
 
     def __str__(self) -> str:
         return f"{self.execution} v{self.version}"
@@ -258,6 +270,7 @@ class ManifestParent(models.Model):
             models.UniqueConstraint(fields=["child", "position"], name="manifest_parent_position_unique"),
         ]
         ordering = ["child_id", "position"]
+        verbose_name = "manifest parent link"
 
     def __str__(self) -> str:
         return f"{self.child_id} <- {self.parent_id}"
@@ -280,6 +293,8 @@ class ManifestEntry(models.Model):
             models.UniqueConstraint(fields=["manifest", "field"], name="entry_unique_per_manifest")
         ]
         ordering = ["manifest_id", "field"]
+        verbose_name = "manifest entry"
+        verbose_name_plural = "manifest entries"
 
     def __str__(self) -> str:
         return self.field
@@ -309,7 +324,12 @@ class CommitTransaction(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["state", "expires_at"])]
+        indexes = [
+            models.Index(fields=["state", "expires_at"]),
+            # The admin lists the newest first; the dashboard counts aborts per minute.
+            models.Index(fields=["created_at", "id"], name="transaction_recent"),
+            models.Index(fields=["state", "finished_at"], name="transaction_state_finished"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.execution_id} {self.state} {str(self.id)[:8]}"
@@ -355,6 +375,11 @@ class GCRun(models.Model):
     class Meta:
         ordering = ["-started_at"]
         verbose_name = "GC run"
+        # One a minute for reaping alone: the admin lists the newest, the dashboard sums by kind.
+        indexes = [
+            models.Index(fields=["started_at", "id"], name="gcrun_recent"),
+            models.Index(fields=["kind", "started_at"], name="gcrun_kind_started"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} at {self.started_at:%Y-%m-%d %H:%M:%S}"
@@ -386,6 +411,7 @@ class DehydrationJob(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [models.Index(fields=["created_at", "id"], name="dehydration_job_recent")]
 
     def __str__(self) -> str:
         return f"job {str(self.id)[:8]} {self.execution_id} {self.status}"

@@ -29,6 +29,9 @@ from .envelopes import envelope_segments_flag, envelopes_collect
 from .stores import statebag_store
 from .versioning import transaction_abort
 
+# The reason the reaper records on a transaction it aborts (the dashboard counts reaps by it).
+REAPED_REASON = "expired before commit"
+
 
 class SweepRun:
     """Times a sweep, counts its store calls and writes the GCRun row at the end."""
@@ -63,7 +66,7 @@ def transactions_reap(
         with transaction.atomic():
             txn = CommitTransaction.objects.select_for_update(skip_locked=True).filter(pk=pk).first()
             if txn is not None and txn.state == CommitTransaction.State.PREPARED:
-                transaction_abort(txn, "expired before commit")
+                transaction_abort(txn, REAPED_REASON)
                 aborted += 1
     checkpoint("reap.aborted")
     # What the aborted transactions uploaded was never referenced: no grace needed.
