@@ -18,11 +18,7 @@ so a Lambda that only reads a small payload never loads json's regular expressio
 
 from __future__ import annotations
 
-import gc
-import math
 import sys
-from itertools import compress, repeat
-from operator import is_
 
 from .errors import InvalidValueError
 
@@ -37,7 +33,7 @@ if TYPE_CHECKING:
 
 _DIGEST_HEX_LEN = 64
 _HEX_DIGITS = "0123456789abcdef"
-_INFINITIES = (math.inf, -math.inf)
+_INFINITIES = (float("inf"), float("-inf"))
 _orjson: Any = None
 _orjson_checked = False
 _json: Any = None
@@ -102,7 +98,12 @@ def _levels_all_finite(value: Any) -> bool:
     finite only if each of them is (a sum that overflows sends the value to the walk, which then
     finds nothing). A level holding anything but plain data stops the search before its
     referents are listed, so the search never leaves the value."""
-    referents = gc.get_referents
+    # Loaded here, not with the module: a read never searches.
+    from gc import get_referents as referents
+    from itertools import compress, repeat
+    from math import isfinite
+    from operator import is_
+
     items = [value]
     for _ in range(_MAX_LEVELS):
         types = list(map(type, items))
@@ -111,7 +112,7 @@ def _levels_all_finite(value: Any) -> bool:
             return False
         if float in kinds:
             floats = items if kinds == _FLOAT_ONLY else compress(items, map(is_, types, repeat(float)))
-            if not math.isfinite(sum(floats, 0.0)):
+            if not isfinite(sum(floats, 0.0)):
                 return False
         if kinds.isdisjoint(_CONTAINER_TYPES):
             return True
@@ -122,6 +123,8 @@ def _levels_all_finite(value: Any) -> bool:
 def _walk_non_finite(value: Any) -> bool:  # noqa: C901 - one flat loop, kept inline for speed
     """The exact search, for any value orjson accepts. Containers are iterated whole and leaves
     dispatched on their exact type: about six times faster than a push/pop per node."""
+    from math import isfinite
+
     stack: list[Any] = [(value,)]
     pop, push = stack.pop, stack.append
     while stack:
@@ -137,7 +140,7 @@ def _walk_non_finite(value: Any) -> bool:  # noqa: C901 - one flat loop, kept in
                 if item != item or item in _INFINITIES:
                     return True
             elif isinstance(item, float):
-                if not math.isfinite(item):
+                if not isfinite(item):
                     return True
             elif isinstance(item, dict):
                 push(item.values())
@@ -201,7 +204,7 @@ class _DecoderSettings:
     object_pairs_hook = None
     parse_float = float
     parse_int = int
-    parse_constant = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}.__getitem__
+    parse_constant = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}.__getitem__
 
 
 def _c_scanner() -> Any:
