@@ -25,6 +25,7 @@ from core.api import (
 )
 from rollout import api as flagset_api
 from statebag.api import router as statebag_router
+from telemetry.api import router as telemetry_router
 
 logger = logging.getLogger("analemma.api")
 
@@ -47,6 +48,7 @@ api = AnalemmaAPI(
     parser=BoundedJsonParser(),
 )
 api.add_router("/statebag", statebag_router)
+api.add_router("/telemetry", telemetry_router)
 
 
 @api.exception_handler(ApiError)

@@ -8,6 +8,19 @@ are imported the first time a codec or store needs them.
 __version__ = "0.1.0"
 __all__ = ["FlagClient", "FlagDetails"]
 
+_ON = frozenset(("true", "1", "on", "yes", "enabled"))
+
+
+def telemetry_enabled(setting: bool | None = None, variable: str = "ANALEMMA_TELEMETRY") -> bool:
+    """Whether telemetry is on: ``setting`` when given, else the environment ``variable`` (off
+    unless true, 1, on, yes or enabled: opt-in while its per-evaluation cost is over its
+    budget). Here, so that deciding costs no telemetry module."""
+    if setting is not None:
+        return bool(setting)
+    import os  # already loaded by the interpreter
+
+    return os.environ.get(variable, "").strip().lower() in _ON
+
 
 def __getattr__(name: str) -> object:
     # Lazy, so `import analemma_sdk` in a Lambda costs nothing it does not use.

@@ -91,3 +91,64 @@ def test_first_dehydrate__after_a_read__loads_no_typing_logging_or_threading(inl
     # orjson, when installed, brings re and dataclasses with it (the `fast` extra's price);
     # nothing of the engine's own needs typing, logging, threading or base64.
     assert not modules & {"typing", "base64", "threading", "logging"}
+
+
+TELEMETRY = "analemma_sdk.telemetry"
+
+
+def _telemetry_modules(modules: set[str]) -> set[str]:
+    return {m for m in modules if m == TELEMETRY or m.startswith(TELEMETRY + ".")}
+
+
+def _first_evaluation(telemetry: str) -> str:
+    from analemma_sdk.flags.spec import flag_set_document, flag_spec
+
+    doc = flag_set_document("prod", 1, {"f": flag_spec("boolean", False, enabled=True)})
+    return (
+        "import time\n"
+        "from analemma_sdk import FlagClient\n"
+        f"client = FlagClient('http://127.0.0.1:9', 'ask_prod_' + 'x' * 43, cache_path=None, {telemetry}"
+        f"bootstrap={{'document': {doc!r}, 'fetched_at': time.time()}})\n"
+        "assert all(client.bool('f', unit=f'u{i}') for i in range(10))\n"
+    )
+
+
+def test_import_analemma_sdk__loads_no_telemetry_module():
+    assert not _telemetry_modules(loaded("import analemma_sdk\nfrom analemma_sdk import FlagClient"))
+
+
+@pytest.mark.parametrize(
+    "telemetry", ["telemetry=False, ", "", "telemetry=True, "], ids=["off", "env_off", "on"]
+)
+def test_first_evaluation__loads_no_telemetry_module(telemetry):
+    # Off: never. On: evaluations are only logged until the first batch is counted or sent.
+    env = {"ANALEMMA_TELEMETRY": "false"} if telemetry == "" else {}
+    assert not _telemetry_modules(loaded(_first_evaluation(telemetry), **env))
+
+
+def test_first_hydrate__telemetry_off_with_a_write_key__loads_no_telemetry_module(inline_event, tmp_path):
+    program = (
+        f"event = {inline_event!r}\n"
+        "from analemma_sdk.statebag import get_hydrator\n"
+        "hydrator = get_hydrator(event=event)\n"
+        "assert hydrator.telemetry is None\n"
+        "bag = hydrator.hydrate(event)\n"
+        "assert len(bag['messages']) == 20\n"
+    )
+    env = {
+        "STATEBAG_STORE_URL": str(tmp_path / "store"),
+        "STATEBAG_SERVICE_URL": "http://127.0.0.1:9",
+        "STATEBAG_WRITE_KEY": "swk_x",
+        "ANALEMMA_TELEMETRY": "false",
+    }
+    assert not _telemetry_modules(loaded(program, **env))
+
+
+def test_first_hydrate__no_flag_client_nor_write_key__loads_no_telemetry_module(inline_event, tmp_path):
+    program = (
+        f"event = {inline_event!r}\n"
+        "from analemma_sdk.statebag import get_hydrator\n"
+        "bag = get_hydrator(event=event).hydrate(event)\n"
+        "assert len(bag['messages']) == 20\n"
+    )
+    assert not _telemetry_modules(loaded(program, STATEBAG_STORE_URL=str(tmp_path / "store")))

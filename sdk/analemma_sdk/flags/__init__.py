@@ -14,14 +14,23 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .client import ClientStatus, FlagClient
+    from .client import ClientStatus, FlagClient, default_client, set_default_client
     from .document import FlagDetails
     from .spec import InvalidDocumentError
 
-__all__ = ["ClientStatus", "FlagClient", "FlagDetails", "InvalidDocumentError"]
+__all__ = [
+    "ClientStatus",
+    "FlagClient",
+    "FlagDetails",
+    "InvalidDocumentError",
+    "default_client",
+    "set_default_client",
+]
 _HOMES = {
     "ClientStatus": "client",
     "FlagClient": "client",
+    "default_client": "client",
+    "set_default_client": "client",
     "FlagDetails": "document",
     "InvalidDocumentError": "spec",
 }

@@ -5,6 +5,12 @@ document is refreshed on use once its TTL has passed, with jitter so a fleet doe
 step. Nothing here raises into the caller: on any failure the client serves the last known good
 document (reason ``stale``), then the caller's defaults (reason ``error``), and each call waits
 on the network for at most ``timeout`` seconds in all.
+
+Telemetry (on unless ``telemetry=False`` or ``ANALEMMA_TELEMETRY=false``): each evaluation is
+logged in memory (flag, variant, value, reason, unit) and the counts go to the service with
+the next document refresh that reaches it, within what is left of that refresh's ``timeout``,
+or with ``flush(timeout=...)`` at the end of a handler. ``analemma_sdk.telemetry`` loads when
+the log is first counted (every 256 evaluations) or sent, and never when telemetry is off.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import os
 import time
 from collections.abc import Mapping
 
+from .. import telemetry_enabled
 from ..bucketing import sha1
 from .document import (
     ERROR,
@@ -35,6 +42,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
+    from ..telemetry.sender import Telemetry
+
 DEFAULT_TTL = 30.0
 DEFAULT_TIMEOUT = 1.0
 DEFAULT_MAX_BYTES = MAX_DOCUMENT_BYTES
@@ -42,6 +51,9 @@ JITTER = 0.2  # a refresh falls due between 80 % and 100 % of the TTL
 MAX_BACKOFF = 60.0
 _CACHE_MAGIC = b"AFS1"
 _USE_DEFAULT_PATH = object()
+DEFAULT_FLUSH_TIMEOUT = 0.5
+MIN_TELEMETRY_BUDGET = 0.05  # a refresh that left less than this for telemetry sends none
+TELEMETRY_FOLD_AT = 256  # logged evaluations counted at once (telemetry.recorder.FOLD_AT)
 
 READY = "ready"
 STALE_STATE = "stale"
@@ -112,6 +124,9 @@ class FlagClient:
     key in the temp dir; ``None`` for none). ``bootstrap``: a document, or the path of a JSON
     snapshot bundled with the code, served until the first fetch succeeds. ``clock``: the
     monotonic seconds refreshes are scheduled by (``time.monotonic``; a test may step its own).
+    ``telemetry``: False sends nothing and counts nothing (so does ``ANALEMMA_TELEMETRY=false``);
+    ``telemetry_units``: False (or ``ANALEMMA_TELEMETRY_UNITS=false``) leaves the distinct-unit
+    sketch out, which costs one sha256 per distinct unit per batch.
     """
 
     def __init__(
@@ -126,13 +141,16 @@ class FlagClient:
         environment: str | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
         clock: Callable[[], float] | None = None,
+        telemetry: builtins.bool | None = None,
+        telemetry_units: builtins.bool | None = None,
     ) -> None:
         if not ttl > 0 or not timeout > 0:
             raise ValueError("ttl and timeout must be positive")
         # A missing setting (os.environ.get -> None) must not stop the function from loading:
         # the client then serves defaults and reports why.
         base_url, sdk_key = str(base_url or ""), str(sdk_key or "")
-        self.url = base_url.rstrip("/") + "/api/v1/flagset"
+        self.base_url = base_url.rstrip("/")
+        self.url = self.base_url + "/api/v1/flagset"
         self._key = sdk_key
         self.ttl = float(ttl)
         self.timeout = float(timeout)
@@ -155,6 +173,15 @@ class FlagClient:
         self._http_status: int | None = None
         self._error: str | None = None
         self._unauthorized = False
+        # Evaluations logged for telemetry, counted in bulk by its recorder (loaded when the log
+        # is first counted or sent); None when telemetry is off.
+        self._log: list[tuple[Any, ...]] | None = [] if telemetry_enabled(telemetry) else None
+        self._telemetry: Telemetry | None = None
+        self._telemetry_units = (
+            telemetry_units
+            if telemetry_units is not None
+            else telemetry_enabled(None, "ANALEMMA_TELEMETRY_UNITS")
+        )
         if bootstrap is not None:
             self._load_bootstrap(bootstrap)
         self._load_file_cache()
@@ -236,20 +263,53 @@ class FlagClient:
         return details
 
     def _value(self, key: str, unit: Any, default: Any, attributes: Any, accepts: Any) -> Any:
-        # The hot path: no details object, one clock read when the document is fresh.
+        # The hot path: no details object, one clock read when the document is fresh, and with
+        # telemetry one list.append.
         try:
             if self._clock() >= self._next_check:
                 self._refresh()
             flagset = self._flagset
             flag = flagset.flags.get(key) if flagset is not None else None
+            if unit is not None and unit.__class__ is not str:
+                unit = str(unit)
             if flag is None:
-                return default
-            value = flag.evaluate(unit if unit is None or unit.__class__ is str else str(unit), attributes)[0]
-            return value if accepts(value) else default
+                outcome: tuple[Any, str | None, str] = (default, None, ERROR)
+            else:
+                outcome = flag.evaluate(unit, attributes)  # (value, variant, reason), shared
+                if not accepts(outcome[0]):
+                    outcome = (default, None, ERROR)
+                elif self._stale:
+                    outcome = (outcome[0], outcome[1], STALE)
         except Exception:  # evaluation must never raise into the caller
             return default
+        log = self._log
+        if log is not None:
+            # One C call, atomic, no lock; the recorder counts the log in bulk.
+            log.append((key, outcome, unit if self._telemetry_units else None))
+            if len(log) >= 256:  # TELEMETRY_FOLD_AT, as a constant: this is the hot path
+                self._fold_telemetry()
+        return outcome[0]
+
+    def _log_evaluation(self, key: str, details: FlagDetails, unit: str | None) -> None:
+        log = self._log
+        if log is not None:
+            outcome = (details.value, details.variant, details.reason)
+            log.append((key, outcome, unit if self._telemetry_units else None))
+            if len(log) >= TELEMETRY_FOLD_AT:
+                self._fold_telemetry()
 
     def _details(self, key: str, unit: Any, default: Any, attributes: Any, accepts: Any) -> FlagDetails:
+        try:
+            unit = None if unit is None else str(unit)
+        except Exception:  # evaluation must never raise into the caller
+            return FlagDetails(key, default, ERROR, None, error=GENERAL)
+        details = self._uncounted_details(key, unit, default, attributes, accepts)
+        self._log_evaluation(key, details, unit)
+        return details
+
+    def _uncounted_details(
+        self, key: str, unit: str | None, default: Any, attributes: Any, accepts: Any
+    ) -> FlagDetails:
         revision = None
         try:
             if self._clock() >= self._next_check:
@@ -261,7 +321,7 @@ class FlagClient:
             flag = flagset.flags.get(key)
             if flag is None:
                 return FlagDetails(key, default, ERROR, revision, error=FLAG_NOT_FOUND)
-            value, variant, reason = flag.evaluate(None if unit is None else str(unit), attributes)
+            value, variant, reason = flag.evaluate(unit, attributes)
             if not accepts(value):
                 return FlagDetails(key, default, ERROR, revision, error=TYPE_MISMATCH)
             return FlagDetails(key, value, STALE if self._stale else reason, revision, variant)
@@ -313,18 +373,66 @@ class FlagClient:
         os.replace(temporary, target)
         return True
 
+    # Telemetry -------------------------------------------------------------------------
+    def flush(self, timeout: float = DEFAULT_FLUSH_TIMEOUT) -> builtins.bool:
+        """Send the telemetry recorded so far (for the end of a handler): returns within
+        ``timeout`` seconds, never raises; True when it was delivered or there was nothing to
+        send. What could not be sent waits for the next batch (see ``telemetry.sender``)."""
+        if not self._log and self._telemetry is None:
+            return True  # off, or nothing recorded yet
+        try:
+            sink = self.telemetry_sink()
+        except Exception:  # never into the caller
+            return False
+        return sink.flush(timeout) if sink is not None else True
+
+    def telemetry_sink(self) -> Telemetry | None:
+        """Where this client's counts go (a hydrator configured with this client reports
+        there too); None when telemetry is off. Loads the telemetry package."""
+        if self._log is None:
+            return None
+        with _telemetry_lock:
+            if self._telemetry is None:
+                from ..telemetry.sender import Telemetry
+
+                self._telemetry = Telemetry(
+                    self.base_url, self._key, units=self._telemetry_units, log=self._log
+                )
+        return self._telemetry
+
+    def _fold_telemetry(self) -> None:
+        try:
+            sink = self._telemetry or self.telemetry_sink()
+            if sink is not None:
+                sink.recorder.fold()
+        except Exception:  # telemetry must never fail an evaluation
+            pass
+
     # Refresh ---------------------------------------------------------------------------
     def _refresh(self) -> None:
         if not self._lock.acquire(False):
             return  # another thread is refreshing: serve what we have meanwhile
+        started = time.monotonic()
         try:
             if self._clock() < self._next_check:
                 return
-            if self._load_file_cache():  # a sibling process refreshed it
-                return
-            self._fetch_guarded()
+            # From a sibling process's refresh (the file cache), or from the service.
+            reached = self._load_file_cache() or self._fetch_guarded()
         finally:
             self._lock.release()
+        if reached and (self._log or self._telemetry is not None):
+            # The counts ride along, within what the refresh left of its time bound.
+            left = self.timeout - (time.monotonic() - started)
+            if left >= MIN_TELEMETRY_BUDGET:
+                self._send_telemetry(left)
+
+    def _send_telemetry(self, timeout: float) -> None:
+        try:
+            sink = self.telemetry_sink()
+            if sink is not None:
+                sink.flush(timeout)
+        except Exception:  # telemetry must never fail an evaluation
+            pass
 
     def _fetch_guarded(self) -> builtins.bool:
         try:
@@ -489,6 +597,8 @@ class FlagClient:
 
     def _after_fork(self) -> None:
         self._lock = _thread.allocate_lock()  # a lock held by another thread at fork stays held
+        if self._log is not None:
+            del self._log[:]  # the parent reports what it logged (telemetry.sender forgets the rest)
         left = self._next_check - self._clock()
         if left > 0:
             self._next_check = self._clock() + left * _jitter()  # children do not poll in step
@@ -515,6 +625,19 @@ def _temp_dir() -> str:
 
 
 _clients: list[Any] = []
+_telemetry_lock = _thread.allocate_lock()
+_default_client: FlagClient | None = None
+
+
+def set_default_client(client: FlagClient | None) -> None:
+    """Register the process's flag client: a hydrator built by ``get_hydrator`` with no flag
+    client of its own reports its telemetry through it. None forgets it."""
+    global _default_client
+    _default_client = client
+
+
+def default_client() -> FlagClient | None:
+    return _default_client
 
 
 def _register(client: FlagClient) -> None:

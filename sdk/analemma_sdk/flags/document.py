@@ -121,6 +121,10 @@ class CompiledFlag:
         "bucket_by",
         "salt",
         "seed",
+        "_off",
+        "_on",
+        "_default",
+        "_variants",
     )
 
     def __init__(self, key: str, spec: Mapping[str, Any]) -> None:
@@ -136,12 +140,19 @@ class CompiledFlag:
         variants = spec.get("variants") or []
         self.weights = tuple(v["weight"] for v in variants)
         self.variant_values = tuple(v["value"] for v in variants)
-        self.targets: dict[str, Any] = {}
+        # Each outcome is one tuple, made here and handed out by evaluate(): an evaluation
+        # allocates none, and telemetry counts identical objects (compared by identity).
+        self._off = (self.default, None, OFF)
+        self._on = (self.value, None, ROLLOUT)
+        self._default = (self.default, None, DEFAULT)
+        self._variants = tuple((v, str(i), ROLLOUT) for i, v in enumerate(self.variant_values))
+        self.targets: dict[str, tuple[Any, None, str]] = {}  # unit -> its outcome
         for target in spec.get("targets") or []:
+            outcome = (target["value"], None, TARGETED)
             for unit in target["units"]:
-                self.targets.setdefault(str(unit), target["value"])  # the first target wins
+                self.targets.setdefault(str(unit), outcome)  # the first target wins
         self.rules = tuple(
-            (rule["attribute"], rule["op"], list(rule["values"]), rule["value"])
+            (rule["attribute"], rule["op"], list(rule["values"]), (rule["value"], None, TARGETED))
             for rule in spec.get("rules") or []
         )
         self.bucket_by = spec.get("bucket_by") or UNIT_ATTRIBUTE
@@ -151,26 +162,25 @@ class CompiledFlag:
     def evaluate(self, unit: str | None, attributes: Mapping[str, Any] | None) -> tuple[Any, str | None, str]:
         """(value, variant, reason) for this unit."""
         if not self.enabled:
-            return self.default, None, OFF
+            return self._off
         if self.targets and unit is not None and unit in self.targets:
-            return self.targets[unit], None, TARGETED
+            return self.targets[unit]
         if self.rules:
-            for attribute, op, values, value in self.rules:
+            for attribute, op, values, outcome in self.rules:
                 actual = _attribute(attribute, unit, attributes)
                 if actual is not None and _matches(op, actual, values):
-                    return value, None, TARGETED
+                    return outcome
         key = unit if self.bucket_by == UNIT_ATTRIBUTE else _attribute(self.bucket_by, unit, attributes)
         if key is None:
             if not self.weights and self.fraction >= 1.0:
-                return self.value, None, ROLLOUT
-            return self.default, None, DEFAULT
+                return self._on
+            return self._default
         bucket = bucket_value(self.key, self.salt, str(key), self.seed)
         if self.weights:
-            index = variant_index(bucket, self.weights)
-            return self.variant_values[index], str(index), ROLLOUT
+            return self._variants[variant_index(bucket, self.weights)]
         if bucket < self.fraction:
-            return self.value, None, ROLLOUT
-        return self.default, None, DEFAULT
+            return self._on
+        return self._default
 
 
 def _attribute(name: str, unit: str | None, attributes: Mapping[str, Any] | None) -> Any:

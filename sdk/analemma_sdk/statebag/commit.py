@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any, TypeGuard
 
+    from ..telemetry.hydration import HydratorTelemetry
     from .manifest_protocols import ManifestStore, TwoPhaseManifestStore
     from .manifests import ManifestRecord
     from .packing import Batch
@@ -38,6 +39,7 @@ class Committer:
         use_2pc: bool,
         cohort: Mapping[str, Any],
         dictionary: ZstdDictionary | None = None,
+        telemetry: HydratorTelemetry | None = None,
     ) -> None:
         """``dictionary``: the one its owner's frames are compressed with, saved under that
         owner's prefix before the first upload that uses it, so that any reader can find it.
@@ -58,6 +60,7 @@ class Committer:
         self._dictionary = dictionary
         self._dictionary_saved = False
         self._warned_no_2pc = False
+        self.telemetry = telemetry  # counts commit outcomes: 2pc, record, failed
 
     def commit(
         self,
@@ -68,6 +71,28 @@ class Committer:
         idempotency_key: str | None,
     ) -> ManifestRecord | None:
         """The recorded version; None when there is no manifest store."""
+        if self.telemetry is None or self.manifest_store is None:
+            return self._commit(ids, parents, batch, entries, idempotency_key)
+        try:
+            record = self._commit(ids, parents, batch, entries, idempotency_key)
+        except Exception:
+            self.telemetry.commit("failed")
+            raise
+        self.telemetry.commit("2pc" if self._two_phase(batch) else "record")
+        return record
+
+    def _two_phase(self, batch: Batch) -> bool:
+        """Whether ``_commit`` takes (took) the prepare -> upload -> commit path for a batch."""
+        return bool(batch.items) and self.use_2pc and supports_two_phase(self.manifest_store)
+
+    def _commit(
+        self,
+        ids: tuple[str, str, str],
+        parents: tuple[str, ...],
+        batch: Batch,
+        entries: dict[str, Any],
+        idempotency_key: str | None,
+    ) -> ManifestRecord | None:
         owner_id, workflow_id, execution_id = ids
         store = self.manifest_store
         if store is None:

@@ -9,12 +9,19 @@ STATEBAG_STORE_URL, no ``store``) keeps its state in the service's store: it rea
 the service and writes it only at the upload URLs of a prepared transaction, so it commits in
 two phases through the service whatever ``use_2pc`` resolves to (and its payloads record
 ``use_2pc`` on, the configuration they were written with).
+
+Telemetry: a hydrator reports through the flag client it is given (``telemetry=``, else
+``flags=``), else through the process's default client (``flags.set_default_client``), else,
+with STATEBAG_SERVICE_URL and STATEBAG_WRITE_KEY set, with its write key to the same service
+(a batch at most every 30 s, after a dehydration; ``hydrator.telemetry.sink.flush()`` at the end
+of a handler). ``telemetry=False`` or ``ANALEMMA_TELEMETRY=false``: none.
 """
 
 from __future__ import annotations
 
 import _thread
 import os
+import sys
 
 from .store_urls import default_store, reset_default_store, store_from_url
 
@@ -63,6 +70,7 @@ def get_hydrator(
     flags: Any = None,
     unit: str | None = None,
     event: Any = None,
+    telemetry: Any = None,
     **options: Any,
 ) -> StateHydrator:
     """The shared StateHydrator for this configuration.
@@ -70,7 +78,8 @@ def get_hydrator(
     ``flags`` (a FlagClient) with ``unit`` (the execution id), or ``event`` to read the
     execution id — and the configuration the execution already runs with — from the payload.
     Precedence, per setting: argument, environment variable, the execution's recorded
-    configuration, the flag set, legacy default (see ``analemma_sdk.statebag.config``)."""
+    configuration, the flag set, legacy default (see ``analemma_sdk.statebag.config``).
+    ``telemetry``: where the hydrator's counts go (see the module docstring)."""
     from .config import resolve_config
     from .hydrator import StateHydrator
 
@@ -103,6 +112,7 @@ def get_hydrator(
             through_service = not use_2pc
             use_2pc = True
     resolved_store = store if store is not None else default_store()
+    sink = _telemetry_for(telemetry, flags)
     key = (
         config.use_batching,
         config.use_zstd,
@@ -120,6 +130,7 @@ def get_hydrator(
                 zstd_level=config.zstd_level,
                 use_2pc=use_2pc,
                 store=resolved_store,
+                telemetry=sink,
                 **options,
             )
             _hydrators[key] = hydrator
@@ -131,7 +142,51 @@ def get_hydrator(
                     "(STATEBAG_STORE_URL): committing in two phases through the service",
                     config.sources["use_2pc"],
                 )
+            if sink is not None and hydrator.telemetry is not None and _owns(sink):
+                # Nothing else sends this sink's batches (no flag client refreshes it).
+                hydrator.telemetry.send_every(WRITE_KEY_FLUSH_EVERY)
+        elif sink is not None and hydrator.telemetry is not None and hydrator.telemetry.sink is not sink:
+            # One hydrator per configuration, whichever client asks: it reports to the latest.
+            hydrator.telemetry.retarget(sink)
+            hydrator.telemetry.send_every(WRITE_KEY_FLUSH_EVERY if _owns(sink) else None)
         return hydrator
+
+
+WRITE_KEY_FLUSH_EVERY = 30.0
+
+
+def _telemetry_for(telemetry: Any, flags: Any) -> Any:
+    """Where a hydrator's counts go: the argument, the flag client, the process's default
+    client, the write key's own telemetry; None when off."""
+    from .. import telemetry_enabled
+
+    if telemetry is False or not telemetry_enabled(None):
+        return None
+    chosen = telemetry if telemetry is not None else flags
+    if chosen is None:
+        client_module = sys.modules.get("analemma_sdk.flags.client")  # only if a client exists
+        chosen = client_module.default_client() if client_module is not None else None
+    if chosen is not None:
+        if getattr(chosen, "recorder", None) is not None:
+            return chosen  # a Telemetry
+        sink = getattr(chosen, "telemetry_sink", None)
+        try:
+            return sink() if callable(sink) else None  # a flags object of another kind: none
+        except Exception:  # a broken flags object must not stop the hydrator
+            return None
+    url, key = os.environ.get("STATEBAG_SERVICE_URL"), os.environ.get("STATEBAG_WRITE_KEY")
+    if url and key:
+        from ..telemetry.hydration import service_telemetry
+
+        return service_telemetry(url, key)
+    return None
+
+
+def _owns(sink: Any) -> bool:
+    """Whether ``sink`` is a write key's telemetry (sent by the hydrator) rather than a flag
+    client's (sent with its refreshes)."""
+    module = sys.modules.get("analemma_sdk.telemetry.hydration")
+    return module is not None and any(sink is known for known in module._services.values())
 
 
 def reset_hydrators() -> None:

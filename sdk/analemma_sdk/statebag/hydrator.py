@@ -21,6 +21,10 @@ A dehydration is complete or fails: nothing is held back for a later call.
 The work itself is done elsewhere: planning.py decides what each field becomes, packing.py
 encodes the new blobs, commit.py uploads and records them, reader.py reads them back and
 known.py remembers what is stored. This class wires them together for one configuration.
+
+Telemetry (``telemetry=``: a FlagClient, a ``telemetry.sender.Telemetry``, or False): the
+hydrator counts what it costs, per configuration cohort, into the flag client's batches (see
+``analemma_sdk.telemetry.hydration``); with none, nothing is counted and nothing loads.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Any
 
+    from ..telemetry.hydration import HydratorTelemetry
     from .commit import Committer
     from .manifest_protocols import ManifestStore
     from .manifests import PackWrite
@@ -87,6 +92,8 @@ class DehydrationResult(Record, frozen=True):
     version: int | None = None
     new_blobs: int = 0
     reused_blobs: int = 0
+    inline_bytes: int = 0  # JSON bytes of the values the payload carries (inline frames included)
+    offloaded_bytes: int = 0  # JSON bytes of the values kept in the store (see _plan_bytes)
 
 
 class StateHydrator:
@@ -113,6 +120,7 @@ class StateHydrator:
         compression_level: int | None = None,
         data_plane_fields: Iterable[str] = DATA_PLANE_FIELDS,
         inline_frames: bool = True,
+        telemetry: Any = None,
     ) -> None:
         """``store`` defaults to the process-wide store (STATEBAG_STORE_URL, else a temp folder).
         ``compression_level`` is the deprecated name of ``zstd_level``. ``cache``: a blob cache
@@ -128,7 +136,9 @@ class StateHydrator:
         the orchestrator, unless a batched payload's budget leaves no other choice.
         ``inline_frames`` (batched): off stores every data-plane value over ``inline_threshold``
         in a pack, as versions before inline frames did, for payloads that must stay as small
-        as they can whatever the requests cost."""
+        as they can whatever the requests cost. ``telemetry``: where this hydrator's counts go —
+        a FlagClient (its telemetry, if on), a ``Telemetry``, or None/False for nowhere
+        (``get_hydrator`` picks one; see the module docstring)."""
         zstd_level = _zstd_level_argument(zstd_level, compression_level)
         if dictionary is not None and not dictionary.owner_id:
             raise ValueError(
@@ -150,6 +160,8 @@ class StateHydrator:
             ),
         )
         self.store = store if store is not None else default_store()
+        self.telemetry: HydratorTelemetry | None = None
+        io_store = self.store  # what reads and writes go through: counted with telemetry
         self.use_batching = bool(use_batching)
         self.use_zstd = bool(use_zstd)
         self.use_2pc = bool(use_2pc)
@@ -160,13 +172,20 @@ class StateHydrator:
         self.cache = cache if cache is not None else BlobCache(cache_bytes if self.use_batching else 0)
         self.manifest_store = manifest_store
         self.cohort = dict(cohort or self.config_tag())
+        sink = _telemetry_sink(telemetry)
+        if sink is not None:
+            from ..telemetry.hydration import HydratorTelemetry
+
+            self.telemetry = HydratorTelemetry(sink, self.cohort)
+            io_store = self.telemetry.store(self.store)
+        self._io_store = io_store
         loaded = list(owned_dictionaries(dictionaries).values())
         if dictionary is not None:
             loaded.append(dictionary)
         self._dictionary = self.compressor.dictionary if self.compressor.codec == ZSTD else None
         self.known = KnownDigests()
         self.reader = BlobReader(
-            self.store,
+            io_store,
             self.cache,
             max_blob_bytes=max_blob_bytes,
             dictionaries=loaded,
@@ -193,7 +212,7 @@ class StateHydrator:
             from .commit import Committer
 
             self._committer = Committer(
-                self.store,
+                self._io_store,
                 self.cache,
                 self.known,
                 manifest_store=self.manifest_store,
@@ -201,6 +220,7 @@ class StateHydrator:
                 cohort=self.cohort,
                 # Every path that compresses with the dictionary publishes it (under its owner).
                 dictionary=self._dictionary,
+                telemetry=self.telemetry,
             )
         return self._committer
 
@@ -254,6 +274,12 @@ class StateHydrator:
     def hydrate(self, event: Mapping[str, Any]) -> StateBag:
         """Accepts the original system's three event shapes: ``state_data.bag``, flat ``state_data``
         and the root level."""
+        if self.telemetry is not None:
+            bag: StateBag = self.telemetry.hydrate(self._hydrate, event)
+            return bag
+        return self._hydrate(event)
+
+    def _hydrate(self, event: Mapping[str, Any]) -> StateBag:
         bag = _extract_bag(event)
         meta = bag.get(META_KEY)
         if meta is not None and not isinstance(meta, dict):
@@ -294,6 +320,23 @@ class StateHydrator:
         ).payload
 
     def dehydrate_result(
+        self,
+        state: Mapping[str, Any],
+        *,
+        owner_id: str,
+        workflow_id: str,
+        execution_id: str,
+        idempotency_key: str | None = None,
+    ) -> DehydrationResult:
+        ids = {"owner_id": owner_id, "workflow_id": workflow_id, "execution_id": execution_id}
+        if self.telemetry is not None:
+            result: DehydrationResult = self.telemetry.dehydrate(
+                self._dehydrate_result, state, idempotency_key=idempotency_key, **ids
+            )
+            return result
+        return self._dehydrate_result(state, idempotency_key=idempotency_key, **ids)
+
+    def _dehydrate_result(
         self,
         state: Mapping[str, Any],
         *,
@@ -360,6 +403,7 @@ class StateHydrator:
                 f"payload is {size} bytes after offloading, over the {limit}-byte "
                 f"{'ceiling' if self.planning.policy == LEGACY else 'budget'}"
             )
+        inline, offloaded = _plan_bytes(plans)
         return DehydrationResult(
             payload=payload,
             writes=tuple(batch.writes),
@@ -369,6 +413,8 @@ class StateHydrator:
             version=record.version if record else None,
             new_blobs=batch.new_blobs,
             reused_blobs=len(batch.reused),
+            inline_bytes=inline,
+            offloaded_bytes=offloaded,
         )
 
     def _forget_stale(
@@ -392,11 +438,13 @@ class StateHydrator:
         step. The payload keeps the last committed version as its parent, so the chain
         continues from there."""
         metrics.increment("statebag_degraded_to_legacy_total")
+        if self.telemetry is not None:
+            self.telemetry.degraded()
         metrics.logger().warning(
             "manifest service unavailable (%s): dehydrating %s on the degraded path", error, ids[2]
         )
         legacy = StateHydrator(
-            store=self.store,
+            store=self._io_store,  # its requests count for this hydrator's cohort
             inline_threshold=self.inline_threshold,
             payload_budget=self.payload_budget,
             max_blob_bytes=self.max_blob_bytes,
@@ -422,6 +470,38 @@ class StateHydrator:
         if parents:
             meta["manifest"] = parents[0]
         return result
+
+
+def _plan_bytes(plans: Mapping[str, FieldPlan]) -> tuple[int, int]:
+    """JSON bytes of the values the payload carries, and of the values it points to in the
+    store (a pointer kept as it was, to a value not read this step, counts in neither)."""
+    from .planning import ChunkedList, InlineFrame, InlineValue, PendingBlob
+
+    inline = offloaded = 0
+    for plan in plans.values():
+        if isinstance(plan, InlineValue):
+            inline += plan.size
+        elif isinstance(plan, InlineFrame):
+            inline += len(plan.raw)
+        elif isinstance(plan, PendingBlob):
+            offloaded += len(plan.raw)
+        elif isinstance(plan, ChunkedList):
+            offloaded += sum(len(blob.raw) for blob, _ in plan.chunks)
+            inline += sum(len(raw) for raw in plan.tail_bytes)
+    return inline, offloaded
+
+
+def _telemetry_sink(telemetry: Any) -> Any:
+    """The ``Telemetry`` a hydrator's counts go to: a flag client's (when its telemetry is on),
+    a ``Telemetry`` itself, or None."""
+    if telemetry is None or telemetry is False:
+        return None
+    sink = getattr(telemetry, "telemetry_sink", None)
+    if callable(sink):
+        return sink()  # a FlagClient
+    if getattr(telemetry, "recorder", None) is not None:
+        return telemetry
+    raise TypeError(f"telemetry must be a FlagClient, a Telemetry, None or False, not {telemetry!r}")
 
 
 def _zstd_level_argument(zstd_level: int | None, compression_level: int | None) -> int:

@@ -1,0 +1,299 @@
+"""The in-memory recorder: what happened since the last batch, in bounded memory.
+
+An evaluation is one ``list.append`` of (flag, (value, variant, reason), unit): atomic under
+the GIL, no lock, no hashing. The flag client logs the outcome tuple its compiled flag hands
+out, so repeats compare by identity when they are counted. Every ``FOLD_AT`` evaluations, and
+when a batch is taken, the log is counted at C speed (``_collections._count_elements``, what
+``Counter`` counts with) into per-(flag, variant, value, reason) counts, and each key's unit ids
+are hashed into its HyperLogLog sketch, once per distinct unit. The log is kept short so that it
+stays in the CPU's cache and its tuples mostly die before the garbage collector looks at them.
+
+Hydrator cohorts keep counters and log2 latency histograms. Past the caps (distinct keys,
+cohorts) an event is not kept but counted in ``dropped``, which the next batch reports.
+"""
+
+from __future__ import annotations
+
+import _thread
+import time
+
+from .hll import M, update
+from .wire import SDK_NAME, WIRE_VERSION, batch_id, cohort_item, evaluation_items, json_key
+
+TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
+__all__ = ["Cohort", "Recorder", "latency_bucket"]
+
+MAX_EVALUATION_KEYS = 512  # the wire's limit per batch
+MAX_COHORTS = 64  # the wire's limit per batch
+MAX_COHORT_KEYS = 16
+FOLD_AT = 256  # logged evaluations counted at once (see above: short beats long here)
+LATENCY_BUCKETS = 17  # upper bounds 1, 2, 4, ... 65536 ms
+_count_elements: Any = __import__("_collections")._count_elements  # what Counter counts with
+
+
+def latency_bucket(ns: int) -> int:
+    """Index of the log2 bucket that holds a duration: bucket i holds ``<= 2**i`` ms (the
+    first also everything under 1 ms, the last everything over 32 s)."""
+    ms = -(-ns // 1_000_000)  # whole milliseconds, rounded up
+    return min((ms - 1).bit_length(), LATENCY_BUCKETS - 1) if ms > 1 else 0
+
+
+class Cohort:
+    """One hydrator configuration's counters and latency histograms, bumped by the hydrator
+    under the recorder's lock. A batch takes its dicts and leaves empty ones; the entry itself
+    stays, so a hydrator keeps its reference."""
+
+    __slots__ = ("cohort", "counters", "latency", "lock", "overflow")
+
+    def __init__(self, cohort: dict[str, Any], lock: Any, overflow: bool = False) -> None:
+        self.cohort = cohort
+        self.counters: dict[str, int] = {}
+        self.latency: dict[str, list[int]] = {}
+        self.lock = lock
+        self.overflow = overflow  # past the cohort cap: counted, then reported as dropped
+
+    def add(self, name: str, amount: int = 1) -> None:
+        with self.lock:
+            counters = self.counters
+            counters[name] = counters.get(name, 0) + amount
+
+    def add2(self, name: str, amount: int, other: str, other_amount: int) -> None:
+        with self.lock:
+            counters = self.counters
+            counters[name] = counters.get(name, 0) + amount
+            counters[other] = counters.get(other, 0) + other_amount
+
+    def observe(self, name: str, ns: int) -> None:
+        with self.lock:
+            histogram = self.latency.get(name)
+            if histogram is None:
+                histogram = self.latency[name] = [0] * LATENCY_BUCKETS
+            histogram[latency_bucket(ns)] += 1
+
+
+def _cohort_key(cohort: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    flat = {}
+    for name, value in list(cohort.items())[:MAX_COHORT_KEYS]:
+        if not (value is None or isinstance(value, bool | int | str)):
+            value = str(value)
+        flat[str(name)] = value
+    return tuple(sorted(flat.items()))
+
+
+class Recorder:
+    """Thread-safe; ``snapshot_and_reset()`` takes everything recorded as one wire body."""
+
+    def __init__(
+        self,
+        *,
+        units: bool = True,
+        max_keys: int = MAX_EVALUATION_KEYS,
+        max_cohorts: int = MAX_COHORTS,
+        fold_at: int = FOLD_AT,
+        sdk_version: str = "",
+        log: list[tuple[Any, ...]] | None = None,
+    ) -> None:
+        """``log``: the list evaluations are appended to (the flag client's own, which it
+        fills before this module is loaded)."""
+        self._lock = _thread.allocate_lock()
+        self.track_units = bool(units)
+        self.max_keys = max_keys
+        self.max_cohorts = max_cohorts
+        self.fold_at = fold_at
+        self.log: list[tuple[Any, ...]] = log if log is not None else []
+        self.sdk_version = sdk_version
+        self._counts: dict[tuple[Any, ...], int] = {}
+        self._sketches: dict[tuple[Any, ...], bytearray] = {}
+        self._cohorts: dict[tuple[tuple[str, Any], ...], Cohort] = {}
+        self._overflow = Cohort({}, self._lock, overflow=True)
+        self.dropped = 0
+        self._started: float | None = None
+
+    # Evaluations ---------------------------------------------------------------------
+    def evaluation(self, flag: str, variant: str | None, value: Any, reason: str, unit: str | None) -> None:
+        """Count one evaluation (the flag client does the same inline)."""
+        log = self.log
+        log.append((flag, (value, variant, reason), unit if self.track_units else None))
+        if len(log) >= self.fold_at:
+            self.fold()
+
+    def fold(self) -> None:
+        """Count the logged evaluations, and hash their unit ids into their keys' sketches.
+        Evaluations logged meanwhile stay in the log for the next fold."""
+        with self._lock:
+            self._fold()
+
+    def _fold(self) -> None:
+        log = self.log
+        if not log:
+            return
+        events = log.copy()
+        del log[: len(events)]  # not log.clear(): what was appended since the copy stays
+        drained = _tally(events).items()
+        counts = self._counts
+        by_key: dict[tuple[Any, ...], list[str]] = {}
+        for event, n in drained:
+            outcome = event[1]
+            key = (event[0], outcome[1], outcome[0], outcome[2])
+            count = counts.get(key)
+            if count is None:
+                if len(counts) >= self.max_keys:
+                    self.dropped += n
+                    continue
+                self.touch()
+                count = 0
+            counts[key] = count + n
+            if event[2] is not None:
+                by_key.setdefault(key, []).append(event[2])
+        sketches = self._sketches
+        for key, units in by_key.items():
+            registers = sketches.get(key)
+            if registers is None:
+                registers = sketches[key] = bytearray(M)
+            update(registers, units)
+
+    # Cohorts -------------------------------------------------------------------------
+    def cohort(self, cohort: Mapping[str, Any]) -> Cohort:
+        """The entry of one configuration cohort; past the cap, the overflow entry (its events
+        are reported as dropped)."""
+        key = _cohort_key(cohort)
+        with self._lock:
+            entry = self._cohorts.get(key)
+            if entry is None:
+                if len(self._cohorts) >= self.max_cohorts:
+                    return self._overflow
+                entry = self._cohorts[key] = Cohort(dict(key), self._lock)
+            return entry
+
+    def touch(self) -> None:
+        """Mark the window open (the first event after a batch was taken)."""
+        if self._started is None:
+            self._started = time.time()
+
+    # Batches -------------------------------------------------------------------------
+    def snapshot_and_reset(self) -> dict[str, Any] | None:
+        """Everything recorded since the last call, as a wire body (v1); None when there is
+        nothing to report. Counters start again from zero."""
+        with self._lock:
+            self._fold()
+            counts, self._counts = self._counts, {}
+            sketches, self._sketches = self._sketches, {}
+            dropped, self.dropped = self.dropped, 0
+            started, self._started = self._started, None
+            cohorts = []
+            for entry in self._cohorts.values():
+                if entry.counters or entry.latency:
+                    cohorts.append((entry.cohort, entry.counters, entry.latency))
+                    entry.counters, entry.latency = {}, {}
+            overflow = self._overflow
+            dropped += _events(overflow.counters)
+            overflow.counters, overflow.latency = {}, {}
+        if not counts and not cohorts and not dropped:
+            return None
+        evaluations, unfit = evaluation_items(counts, sketches)
+        now = time.time()
+        return {
+            "v": WIRE_VERSION,
+            "batch": batch_id(),
+            "sent_at": now,
+            "window": [min(started, now) if started is not None else now, now],
+            "sdk": {"name": SDK_NAME, "version": self.sdk_version},
+            "dropped": dropped + unfit,
+            "evaluations": evaluations,
+            "statebag": [cohort_item(*cohort) for cohort in cohorts],
+        }
+
+    def restore(self, body: Mapping[str, Any]) -> None:
+        """Put an undelivered batch's counts back, to go out with the next one. The caps hold:
+        what no longer fits is counted as dropped."""
+        with self._lock:
+            window = body.get("window") or ()
+            if window and (self._started is None or window[0] < self._started):
+                self._started = float(window[0])
+            self.dropped += int(body.get("dropped") or 0)
+            for item in body.get("evaluations") or ():
+                self._restore_evaluation(item)
+            for item in body.get("statebag") or ():
+                self._restore_cohort(item)
+
+    def _restore_evaluation(self, item: Mapping[str, Any]) -> None:
+        value = item["value"]
+        key = (
+            item["flag"],
+            item["variant"],
+            json_key(value) if isinstance(value, dict | list) else value,
+            item["reason"],
+        )
+        counts = self._counts
+        if key not in counts and len(counts) >= self.max_keys:
+            self.dropped += item["count"]
+            return
+        counts[key] = counts.get(key, 0) + item["count"]
+        if item.get("units"):
+            import binascii  # builtin
+
+            registers = self._sketches.setdefault(key, bytearray(M))
+            for index, rank in enumerate(binascii.a2b_base64(item["units"])):
+                if rank > registers[index]:
+                    registers[index] = rank
+
+    def _restore_cohort(self, item: Mapping[str, Any]) -> None:
+        key = _cohort_key(item["cohort"])
+        entry = self._cohorts.get(key)
+        if entry is None:
+            if len(self._cohorts) >= self.max_cohorts:
+                self.dropped += _events(item["counters"])
+                return
+            entry = self._cohorts[key] = Cohort(dict(key), self._lock)
+        for name, amount in item["counters"].items():
+            if amount:
+                entry.counters[name] = entry.counters.get(name, 0) + amount
+        for name, pairs in (item.get("latency_ms") or {}).items():
+            histogram = entry.latency.setdefault(name, [0] * LATENCY_BUCKETS)
+            for bound, n in pairs:
+                histogram[min(int(bound).bit_length() - 1, LATENCY_BUCKETS - 1)] += n
+
+    def forget(self) -> None:
+        """Drop everything recorded, with fresh locks: a forked child's copy belongs to its
+        parent, which reports it (and a lock held at the fork would stay held)."""
+        self._lock = _thread.allocate_lock()
+        del self.log[:]
+        self._counts, self._sketches = {}, {}
+        self.dropped = 0
+        self._started = None
+        for entry in (*self._cohorts.values(), self._overflow):
+            entry.lock = self._lock
+            entry.counters, entry.latency = {}, {}
+
+    def __len__(self) -> int:
+        """Distinct evaluation keys held now."""
+        return len(self._counts)
+
+
+def _tally(events: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], int]:
+    """How many times each logged evaluation occurs (at C speed; repeats cost one entry)."""
+    tally: dict[tuple[Any, ...], int] = {}
+    try:
+        _count_elements(tally, events)
+    except TypeError:  # an unhashable (JSON object or list) value: count those by encoding
+        tally = {}
+        for event in events:
+            try:
+                hash(event)
+            except TypeError:
+                value, variant, reason = event[1]
+                try:
+                    event = (event[0], (json_key(value), variant, reason), event[2])
+                except (TypeError, ValueError):
+                    continue  # not a JSON value: nothing the wire can carry
+            tally[event] = tally.get(event, 0) + 1
+    return tally
+
+
+def _events(counters: Mapping[str, int]) -> int:
+    """How many hydrator events a cohort's counters stand for (hydrations and dehydrations)."""
+    return int(counters.get("hydrations", 0)) + int(counters.get("dehydrations", 0))

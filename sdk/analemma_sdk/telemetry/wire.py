@@ -1,0 +1,141 @@
+"""Telemetry wire format v1: the limits it sets and how a batch's parts are written.
+
+See ``POST /api/v1/telemetry``: evaluations (flag, variant, value, reason, count, units),
+statebag cohorts (counters, log2 latency histograms), ``dropped``, a batch id for idempotency.
+"""
+
+from __future__ import annotations
+
+import os
+
+TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
+__all__ = ["KNOWN_COUNTERS", "batch_id", "cohort_item", "encode", "evaluation_items", "json_key"]
+
+WIRE_VERSION = 1
+SDK_NAME = "analemma-python"
+MAX_COUNTERS = 64  # per cohort, known names included
+MAX_COUNT = 10**9
+MAX_COUNTER = 10**12
+MAX_VALUE_BYTES = 1024
+REASONS = frozenset(("off", "targeted", "rollout", "default", "error", "stale"))
+_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
+KNOWN_COUNTERS = (
+    "executions",
+    "hydrations",
+    "dehydrations",
+    "requests_get",
+    "requests_put",
+    "requests_head",
+    "requests_list",
+    "requests_delete",
+    "bytes_written",
+    "bytes_read",
+    "inline_bytes",
+    "offloaded_bytes",
+    "payload_bytes",
+    "cold_containers",
+    "warm_containers",
+    "errors",
+    "degraded_to_legacy",
+    "commits_2pc",
+    "commits_record",
+    "commits_failed",
+)
+
+
+class _Json(str):
+    """An unhashable flag value (a JSON object or list), keyed by its canonical encoding."""
+
+    __slots__ = ()
+
+
+def json_key(value: Any) -> _Json:
+    import json
+
+    return _Json(json.dumps(value, sort_keys=True, separators=(",", ":")))
+
+
+def _flag_key_ok(flag: Any) -> bool:
+    return (
+        isinstance(flag, str) and 0 < len(flag) <= 64 and flag[0] not in "_.-" and _KEY_CHARS.issuperset(flag)
+    )
+
+
+def evaluation_items(
+    counts: Mapping[tuple[Any, ...], int], sketches: Mapping[tuple[Any, ...], bytearray]
+) -> tuple[list[dict[str, Any]], int]:
+    """The wire's evaluation entries, and how many evaluations the wire cannot carry (a
+    malformed flag key, reason or variant, a value over 1 KiB)."""
+    import binascii  # builtin
+
+    items = []
+    unfit = 0
+    for key, count in counts.items():
+        flag, variant, value, reason = key
+        if not _fits(flag, variant, value, reason):
+            unfit += count
+            continue
+        item: dict[str, Any] = {
+            "flag": flag,
+            "variant": variant,
+            "value": _decoded(value),
+            "reason": reason,
+            "count": min(count, MAX_COUNT),
+        }
+        registers = sketches.get(key)
+        if registers is not None:
+            item["units"] = binascii.b2a_base64(bytes(registers), newline=False).decode("ascii")
+        items.append(item)
+    return items, unfit
+
+
+def _fits(flag: Any, variant: Any, value: Any, reason: Any) -> bool:
+    if not _flag_key_ok(flag) or reason not in REASONS:
+        return False
+    if variant is not None and not (isinstance(variant, str) and len(variant) <= 64):
+        return False
+    if isinstance(value, str):  # a _Json is its encoding; a plain string encodes with quotes
+        return len(value.encode()) + (0 if isinstance(value, _Json) else 2) <= MAX_VALUE_BYTES
+    return True
+
+
+def _decoded(value: Any) -> Any:
+    if isinstance(value, _Json):
+        import json
+
+        return json.loads(value)
+    return value
+
+
+def cohort_item(
+    cohort: dict[str, Any], counters: Mapping[str, int], latency: Mapping[str, list[int]]
+) -> dict[str, Any]:
+    names = dict.fromkeys(KNOWN_COUNTERS, 0)
+    for name, amount in counters.items():
+        if name in names or len(names) < MAX_COUNTERS:
+            names[name] = min(names.get(name, 0) + amount, MAX_COUNTER)
+    return {
+        "cohort": cohort,
+        "counters": names,
+        "latency_ms": {
+            name: [[1 << i, n] for i, n in enumerate(histogram) if n] for name, histogram in latency.items()
+        },
+    }
+
+
+def batch_id() -> str:
+    """A uuid4 as 32 hex digits (without importing uuid, which loads platform modules)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return raw.hex()
+
+
+def encode(body: Mapping[str, Any]) -> bytes:
+    import json
+
+    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()

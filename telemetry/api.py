@@ -1,0 +1,106 @@
+"""POST /api/v1/telemetry: SDKs append evaluation counts and statebag cohort metrics for the
+environment of their SDK key (the one write an SDK key has; the body never names an
+environment). The wire format is telemetry.wire's.
+
+Answers: 202 stored; 200 a batch id this environment already sent (nothing changes); 400
+``{"error": {"code", "message"}}`` for a body outside the wire format (the contract's shape);
+401 a missing, unknown or revoked key; 413 over ``TELEMETRY_MAX_BODY_BYTES``; 429 with
+Retry-After over the environment's ingestion limit (counted in IngestionMinute.refused).
+The limit is checked before the body is read, so a refusal costs the least it can."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from ninja import Router, Schema
+
+from core.api import ApiError, ErrorOut, error_response, parse_json_object
+from keys.auth import KeyBearer
+from rollout.models import SdkKey
+
+from .conf import telemetry_settings
+from .services import batch_ingest, ingestion_admit, ingestion_count, ingestion_counts_flush
+from .wire import WireError, parse_batch
+
+router = Router(tags=["telemetry"])
+sdk_key = KeyBearer(SdkKey, "a valid SDK key is required")
+
+
+class AcceptedOut(Schema):
+    accepted: bool
+    batch: str
+
+
+class DuplicateOut(Schema):
+    accepted: bool
+    duplicate: bool
+
+
+def _malformed(code: str, message: str) -> JsonResponse:
+    return JsonResponse({"error": {"code": code, "message": message}}, status=400)
+
+
+_REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["v", "batch", "sent_at", "window"],
+                "properties": {
+                    "v": {"type": "integer", "enum": [1]},
+                    "batch": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+                    "sent_at": {"type": "number"},
+                    "window": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+                    "sdk": {"type": "object"},
+                    "dropped": {"type": "integer", "minimum": 0},
+                    "evaluations": {"type": "array", "maxItems": 512, "items": {"type": "object"}},
+                    "statebag": {"type": "array", "maxItems": 64, "items": {"type": "object"}},
+                },
+            }
+        }
+    },
+}
+
+
+@router.post(
+    "",
+    auth=sdk_key,
+    response={202: AcceptedOut, 200: DuplicateOut, 401: ErrorOut, 413: ErrorOut, 429: ErrorOut},
+    summary="Append a telemetry batch for the SDK key's environment",
+    description=(
+        'A malformed body is answered 400 with {"error": {"code", "message"}}, as the wire contract fixes it.'
+    ),
+    openapi_extra={"requestBody": _REQUEST_BODY},
+)
+def telemetry_ingest(request: HttpRequest) -> Any:
+    environment: str = request.auth  # type: ignore[attr-defined]  # set by the typed layer's auth
+    now = time.time()
+    retry_after = ingestion_admit(environment=environment, now=now)
+    if retry_after is not None:
+        ingestion_count(environment=environment, now=now, refused=1)
+        response = error_response(
+            429, f"environment {environment} is over its telemetry ingestion limit", "too_many_requests"
+        )
+        response["Retry-After"] = str(retry_after)
+        return response
+    limit = telemetry_settings().max_body_bytes
+    declared = request.META.get("CONTENT_LENGTH") or ""
+    if (declared.isdigit() and int(declared) > limit) or len(request.body) > limit:
+        return error_response(413, f"a telemetry batch is at most {limit} bytes", "payload_too_large")
+    try:
+        batch = parse_batch(parse_json_object(request.body), now=now)
+    except ApiError as exc:
+        return _malformed(exc.code, exc.message)
+    except WireError as exc:
+        return _malformed("invalid_batch", str(exc))
+    if not batch_ingest(
+        environment=environment, batch=batch, received_at=datetime.fromtimestamp(now, tz=UTC)
+    ):
+        ingestion_count(environment=environment, now=now, duplicates=1)
+        return HttpResponse(b'{"accepted":false,"duplicate":true}', content_type="application/json")
+    ingestion_counts_flush(now=now)
+    return JsonResponse({"accepted": True, "batch": batch.batch_id}, status=202)
