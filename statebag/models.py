@@ -44,7 +44,17 @@ class JSONTextField(models.JSONField):
     def get_db_prep_value(self, value: Any, connection: Any, prepared: bool = False) -> Any:
         if not prepared:
             value = self.get_prep_value(value)
-        return None if value is None else value_json(value).decode("utf-8")
+        if value is None:
+            # JSON null: its text where the column holds a value always (a field whose stored
+            # value is null), SQL NULL only where the column may be empty.
+            return None if self.null else "null"
+        return value_json(value).decode("utf-8")
+
+    def get_db_prep_save(self, value: Any, connection: Any) -> Any:
+        # JSONField saves None as SQL NULL before get_db_prep_value can say otherwise.
+        if value is None:
+            return self.get_db_prep_value(value, connection)
+        return super().get_db_prep_save(value, connection)
 
     def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
         if value is None:
