@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.core.cache import cache
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -325,6 +325,11 @@ def telemetry_aggregate(
                 break
             except IntegrityError:  # a concurrent run created one of the same rollup rows first
                 if attempt == 2:
+                    raise
+            except OperationalError as exc:
+                # Two runs at once may each lock a rollup row the other one wants: PostgreSQL
+                # rolls one chunk back (a deadlock), which is then done again.
+                if attempt == 2 or getattr(exc.__cause__, "sqlstate", None) != "40P01":
                     raise
         if not batches:
             break

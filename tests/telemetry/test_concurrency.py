@@ -47,7 +47,9 @@ def test_aggregate__two_runs_at_once__every_batch_counted_exactly_once():
         thread.start()
     for thread in threads:
         thread.join()
-    # Then between them they took each batch once, and the sums are exact
+    # Then both finished (a run that failed, on a deadlock say, would leave no result), between
+    # them they took each batch once, and the sums are exact
+    assert len(results) == 2
     assert sum(result.batches for result in results) == 300
     assert sum(EvaluationRollup.objects.values_list("evaluations", flat=True)) == 600
     assert sum(IngestionMinute.objects.values_list("batches", flat=True)) == 300
