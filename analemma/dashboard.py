@@ -13,9 +13,10 @@ series of the last hour is read on every view).
 Bytes freed are what GC sweeps and the reaper deleted: the reaper deletes the uploads of the
 transactions it aborts, and those bytes leave the store as surely as a sweep's.
 
-Counters that live only in a process's memory today (``statebag_2pc_bypassed_total``) are
-derived from rows instead: a one-step version that uploaded packs is exactly what that counter
-counts while USE_2PC is on. Client-side figures (evaluations, degraded-to-legacy, latencies)
+Event counters such as ``statebag_2pc_bypassed_total`` are on /metrics, summed over the
+processes (analemma.metrics); the page derives its windowed figures from rows
+instead: a one-step version that uploaded packs is exactly what that counter counts while
+USE_2PC is on. Client-side figures (evaluations, degraded-to-legacy, latencies)
 and guard status are reported by the SDKs and arrive with telemetry; the page keeps them a place.
 """
 

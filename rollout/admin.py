@@ -11,6 +11,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
 from django.db.models import Exists, Max, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -30,6 +31,7 @@ from keys.admin import OneTimeKeyAdmin
 
 from . import services
 from .admin_display import (
+    Staleness,
     json_text,
     percent_text,
     plan_next_due,
@@ -37,6 +39,7 @@ from .admin_display import (
     split_legend,
     split_parts,
     split_svg,
+    staleness,
     state_summary,
     value_text,
 )
@@ -45,6 +48,7 @@ from .admin_forms import (
     FlagStateForm,
     FlagStateFormSet,
     RolloutPlanForm,
+    RolloutStepForm,
     RolloutStepFormSet,
     SwitchForm,
     changes_of,
@@ -55,6 +59,7 @@ from .models import Environment, Flag, FlagState, Revision, RolloutPlan, Rollout
 from .selectors import flag_history, flag_states_of, revision_latest
 from .services.documents import flag_document
 from .services.tags import flag_tags_set
+from .webhooks import webhook_host
 
 CHANGE_PERMISSION = services.FLAG_CHANGE_PERMISSION
 
@@ -122,6 +127,38 @@ def _environments(request: HttpRequest) -> list[Environment]:
         cached = list(Environment.objects.order_by("pk"))
         setattr(request, "_rollout_environments", cached)  # noqa: B010 (not an attribute of the type)
     return cached
+
+
+def _telemetry(name: str) -> Any | None:
+    """The telemetry function a setting names (ROLLOUT_FLAG_INSIGHTS, ROLLOUT_PLAN_INSIGHTS,
+    ROLLOUT_FLAG_ACTIVITY), or None when it names none: the admin then works without it."""
+    dotted = getattr(settings, name, "")
+    return import_string(dotted) if dotted else None
+
+
+def _stale_days() -> int:
+    return max(1, int(getattr(settings, "ROLLOUT_STALE_DAYS", 30)))
+
+
+def _flag_activity(flag_keys: list[str] | None) -> Any | None:
+    """When each flag was last evaluated per environment (telemetry.activity.Activity), in one
+    query; None without telemetry."""
+    read = _telemetry("ROLLOUT_FLAG_ACTIVITY")
+    return read(flag_keys) if read is not None else None
+
+
+def _state_staleness(
+    state: FlagState, flag: Flag, environment: Environment, activity: Any | None, now: Any
+) -> list[Staleness]:
+    return staleness(
+        state,
+        flag,
+        now=now,
+        days=_stale_days(),
+        last_evaluated=activity.last(flag.key, environment.key) if activity is not None else None,
+        reporting_since=activity.reporting_since.get(environment.key) if activity is not None else None,
+        telemetry=activity is not None,
+    )
 
 
 def _back(request: HttpRequest, default: str) -> str:
@@ -235,6 +272,19 @@ class FlagAdmin(admin.ModelAdmin[Flag]):
             .prefetch_related(Prefetch("states", queryset=states))
         )
 
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        changelist = super().get_changelist_instance(request)
+        # The page's flags' activity, once: the cells mark the stale ones from it.
+        activity = _flag_activity([flag.key for flag in changelist.result_list])
+        setattr(request, "_rollout_activity", activity)  # noqa: B010 (not an attribute of the type)
+        return changelist
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        extra = {"stale_days": _stale_days(), **(extra_context or {})}
+        return super().changelist_view(request, extra_context=extra)
+
     def get_list_display(self, request: HttpRequest) -> Any:
         columns = [self._environment_column(request, environment) for environment in _environments(request)]
         return ("key", "kind", *columns, "owner", "tag_list_display", "last_change_display")
@@ -248,6 +298,19 @@ class FlagAdmin(admin.ModelAdmin[Flag]):
             if state is None:
                 return "—"
             summary = state_summary(state, flag)
+            stale = _state_staleness(
+                state, flag, environment, getattr(request, "_rollout_activity", None), timezone.now()
+            )
+            mark = (
+                format_html(
+                    '<span class="stale-mark" title="{}">stale</span>',
+                    "; ".join(
+                        f"{s.reason} (since {date_format(localtime(s.since), 'Y-m-d')})" for s in stale
+                    ),
+                )
+                if stale
+                else ""
+            )
             button = ""
             if can_switch:
                 to, label = ("off", "Kill") if state.enabled else ("on", "Turn on")
@@ -267,11 +330,12 @@ class FlagAdmin(admin.ModelAdmin[Flag]):
                     label,
                 )
             return format_html(
-                '<span class="state-cell" data-environment-key="{}"><span class="state-badge {}" title="{}">{}</span>{}</span>',
+                '<span class="state-cell" data-environment-key="{}"><span class="state-badge {}" title="{}">{}</span>{}{}</span>',
                 environment.key,
                 summary.css,
                 summary.detail,
                 summary.label,
+                mark,
                 button,
             )
 
@@ -304,7 +368,39 @@ class FlagAdmin(admin.ModelAdmin[Flag]):
 
     def get_urls(self) -> list[Any]:
         switch = path("switch/", self.admin_site.admin_view(self.switch_view), name="rollout_flag_switch")
-        return [switch, *super().get_urls()]
+        stale = path("stale/", self.admin_site.admin_view(self.stale_view), name="rollout_flag_stale")
+        return [switch, stale, *super().get_urls()]
+
+    def stale_view(self, request: HttpRequest) -> HttpResponse:
+        """Cleanup candidates: every (flag, environment) that has served one value to everyone,
+        or gone unevaluated, for ROLLOUT_STALE_DAYS, oldest first. Three queries whatever the
+        number of flags: the states with their flags and environments, and the activity."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        now = timezone.now()
+        activity = _flag_activity(None)
+        states = FlagState.objects.select_related("flag", "environment").order_by(
+            "flag__key", "environment_id"
+        )
+        candidates: list[dict[str, Any]] = [
+            {"state": state, "staleness": found}
+            for state in states
+            for found in _state_staleness(state, state.flag, state.environment, activity, now)
+        ]
+        candidates.sort(key=lambda c: (c["staleness"].since, c["state"].flag.key, c["state"].environment_id))
+        paginator = Paginator(candidates, 200)
+        page = paginator.get_page(request.GET.get("p"))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Stale and dead flags: cleanup candidates",
+            "page_obj": page,
+            "candidates": page.object_list,
+            "count": len(candidates),
+            "stale_days": _stale_days(),
+            "telemetry_installed": activity is not None,
+        }
+        return TemplateResponse(request, "admin/rollout/flag/stale.html", context)
 
     def switch_view(self, request: HttpRequest) -> HttpResponse:
         """The flags list's kill switch and on switch: one flag in one environment, with the
@@ -359,6 +455,7 @@ class FlagAdmin(admin.ModelAdmin[Flag]):
     ) -> HttpResponse:
         if obj is not None:
             self._describe_states(request, context, obj)
+            self._insights(request, context, obj)
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def _describe_states(self, request: HttpRequest, context: dict[str, Any], flag: Flag) -> None:
@@ -406,6 +503,24 @@ class FlagAdmin(admin.ModelAdmin[Flag]):
                 }
         context["flag_kind"] = flag.kind
         context["flag_default_text"] = value_text(flag.kind, flag.default_value)
+
+    def _insights(self, request: HttpRequest, context: dict[str, Any], flag: Flag) -> None:
+        """Telemetry per environment tab (ROLLOUT_FLAG_INSIGHTS): last evaluated, exposures over
+        the chosen window, the cohort comparison; the tab says so when telemetry is absent."""
+        read = _telemetry("ROLLOUT_FLAG_INSIGHTS")
+        context["telemetry_installed"] = read is not None
+        if read is None:
+            return
+        environments = [environment.key for environment in _environments(request)]
+        insights = read(flag, environments, window=request.GET.get("window"), now=timezone.now())
+        context["insights"] = insights
+        for inline_formset in context.get("inline_admin_formsets", []):
+            if inline_formset.formset.model is not FlagState:
+                continue
+            for state_form in inline_formset.formset.forms:
+                panel = getattr(state_form, "panel", None)
+                if panel is not None:
+                    panel["insights"] = insights.by_environment.get(panel["environment"].key)
 
     def save_model(self, request: HttpRequest, obj: Flag, form: forms.ModelForm[Flag], change: bool) -> None:
         tags = form.cleaned_data.get("tags", "")
@@ -660,10 +775,12 @@ class RolloutStepInline(admin.TabularInline[RolloutStep, RolloutPlan]):
         "percentage",
         "not_before",
         "min_soak_seconds",
+        "guards",
         "applied_at",
         "revision_number",
     )
     readonly_fields = ("applied_at", "revision_number")
+    form = RolloutStepForm
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[RolloutStep]:
         return super().get_queryset(request).select_related("environment")
@@ -706,6 +823,9 @@ def _guard_verdicts(plan: RolloutPlan, step: RolloutStep | None) -> list[dict[st
             continue
         try:
             verdict = import_string(dotted)(plan, step)
+            if not verdict.ok and getattr(verdict, "wait", False):  # neither lets go nor aborts
+                verdicts.append({"guard": dotted, "ok": None, "reason": f"waits: {verdict.reason}"})
+                continue
             verdicts.append({"guard": dotted, "ok": verdict.ok, "reason": verdict.reason})
         except Exception as exc:  # a guard is operator-supplied code
             verdicts.append({"guard": dotted, "ok": None, "reason": f"{type(exc).__name__}: {exc}"})
@@ -733,13 +853,38 @@ class RolloutPlanAdmin(admin.ModelAdmin[RolloutPlan]):
     actions = ["start", "pause", "resume", "abort"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
-        always = ("status", "reason", "baseline", "started_by", "created_by", "created_at", "updated_at")
+        always = (
+            "status",
+            "reason",
+            "guard_notifications",
+            "baseline",
+            "started_by",
+            "created_by",
+            "created_at",
+            "updated_at",
+        )
         return always if plan_editable(obj) else ("flag", "value_display", *always)
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         value = "value" if plan_editable(obj) else "value_display"
-        always = ("status", "reason", "baseline", "started_by", "created_by", "created_at", "updated_at")
+        always = (
+            "status",
+            "reason",
+            "guard_notifications",
+            "baseline",
+            "started_by",
+            "created_by",
+            "created_at",
+            "updated_at",
+        )
         return ("name", "flag", value, *always)
+
+    @admin.display(description=_("guard notifications"))
+    def guard_notifications(self, plan: RolloutPlan) -> str:
+        host = webhook_host()
+        if not host:
+            return "No webhook configured (ROLLOUT_WEBHOOK_URL): a guard's abort is only audited."
+        return f"A guard's abort is posted to the webhook at {host} (ROLLOUT_WEBHOOK_URL)."
 
     @admin.display(description=_("value"))
     def value_display(self, plan: RolloutPlan) -> str:
@@ -879,6 +1024,10 @@ class RolloutPlanAdmin(admin.ModelAdmin[RolloutPlan]):
                     "plan_value_text": value_text(obj.flag.kind, obj.value),
                 }
             )
+            read = _telemetry("ROLLOUT_PLAN_INSIGHTS")
+            context["telemetry_installed"] = read is not None
+            if read is not None:
+                context["insights"] = read(obj, steps, window=request.GET.get("window"), now=timezone.now())
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def _run(self, request: HttpRequest, queryset: QuerySet[RolloutPlan], operation: Any, verb: str) -> None:

@@ -203,3 +203,69 @@ def plan_next_due(plan: RolloutPlan, steps: list[RolloutStep], now: datetime) ->
     if plan.status == RolloutPlan.Status.PAUSED:
         return None, f"paused; once resumed, {what}"
     return due, what
+
+
+# Stale and dead flags ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Staleness:
+    """Why a flag looks finished with in one environment, and since when."""
+
+    kind: str  # settled | unevaluated | never
+    reason: str
+    since: datetime
+
+
+def settled_text(state: FlagState, flag: Flag) -> str | None:
+    """How a state serves every unit the same value (off; on for everyone; 0 %; one variant at
+    100 %), or None when units still differ. Targets and rules make units differ, except when
+    the flag is off (off serves the default to everyone)."""
+    if not state.enabled:
+        return "off"
+    if state.targets or state.rules:
+        return None
+    if state.variants:
+        whole = [
+            v
+            for v in state.variants
+            if isinstance(v, dict)
+            and v.get("weight") == TOTAL_WEIGHT
+            and not isinstance(v.get("weight"), bool)
+        ]
+        if len(whole) == 1:
+            return f"one variant at 100 % ({value_text(flag.kind, whole[0].get('value'))})"
+        return None
+    if state.percentage >= 100:
+        return f"on for everyone ({value_text(flag.kind, rollout_value(flag, state.value))})"
+    if state.percentage <= 0:
+        return "0 %: everyone gets the default"
+    return None
+
+
+def staleness(
+    state: FlagState,
+    flag: Flag,
+    *,
+    now: datetime,
+    days: int,
+    last_evaluated: datetime | None,
+    reporting_since: datetime | None,
+    telemetry: bool,
+) -> list[Staleness]:
+    """Every reason ``state`` is a cleanup candidate, judged at ``now`` with ``days`` of
+    patience: settled and unchanged that long, or (with telemetry) not evaluated that long.
+    ``reporting_since`` is when the environment's SDKs began to report evaluations: a flag
+    never evaluated where nothing reports is unknown, not dead."""
+    cutoff = now - timedelta(days=days)
+    found = []
+    settled = settled_text(state, flag)
+    if settled is not None and state.updated_at is not None and state.updated_at <= cutoff:
+        found.append(Staleness("settled", f"{settled}, unchanged for {days}+ days", state.updated_at))
+    if telemetry:
+        if last_evaluated is not None:
+            if last_evaluated <= cutoff:
+                found.append(Staleness("unevaluated", f"not evaluated in {days}+ days", last_evaluated))
+        elif reporting_since is not None:
+            since = max(reporting_since, flag.created_at) if flag.created_at else reporting_since
+            if since <= cutoff:
+                found.append(Staleness("never", f"never evaluated here in {days}+ days of telemetry", since))
+    return found

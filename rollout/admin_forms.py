@@ -215,6 +215,17 @@ class RolloutPlanForm(forms.ModelForm[RolloutPlan]):
         return cleaned
 
 
+class RolloutStepForm(forms.ModelForm[RolloutStep]):
+    """A step row; its guards are a JSON list of rules (rollout.guard_rules), checked with the
+    rest of the steps by the service."""
+
+    class Meta:
+        model = RolloutStep
+        fields = ("position", "environment", "percentage", "not_before", "min_soak_seconds", "guards")
+        field_classes = {"guards": FiniteJSONField}
+        widgets = {"guards": forms.Textarea(attrs={"rows": 2, "cols": 44, "class": "step-guards"})}
+
+
 def plan_editable(obj: RolloutPlan | None) -> bool:
     """Only a draft's definition can change: a started plan's steps and value are frozen."""
     return obj is None or obj.status == RolloutPlan.Status.DRAFT

@@ -13,6 +13,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET
 
+from core import metrics
 from core.api import error_response
 from keys.services import key_note_use, key_scope
 from keys.tokens import bearer_key
@@ -37,14 +38,17 @@ def flagset(request: HttpRequest) -> HttpResponse:
     raw = bearer_key(request.headers.get("Authorization", ""))
     environment = key_scope(model=SdkKey, raw=raw) if raw else None
     if raw is None or environment is None:
+        metrics.flagset_request(401)
         return _unauthorized()
     key_note_use(model=SdkKey, raw=raw)
     entry = document_cached(environment_key=environment) or document_publish_latest(
         environment_key=environment
     )
     if entry is None:
+        metrics.flagset_request(404)
         return error_response(404, "this environment has no flag set yet")
     status, headers, body = conditional(entry, request.headers.get("If-None-Match", ""))
+    metrics.flagset_request(status)
     response = HttpResponse(body, status=status)
     for name, value in headers:
         response[name] = value

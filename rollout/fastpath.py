@@ -22,6 +22,7 @@ from typing import Any
 from django.conf import settings
 from django.db import close_old_connections
 
+from core import metrics
 from keys.services import key_note_use, key_scope_cached
 from keys.tokens import bearer_key
 
@@ -94,6 +95,7 @@ class FlagsetFastPath:
             return None
         key_note_use(model=SdkKey, raw=raw)
         status, headers, body = conditional(entry, environ.get("HTTP_IF_NONE_MATCH", ""))
+        metrics.flagset_request(status)
         return _STATUS[status], headers + security_headers(self._is_secure(environ)), body
 
     def _secure_enough(self, environ: dict[str, Any]) -> bool:

@@ -287,6 +287,14 @@ class RolloutStep(models.Model):
     min_soak_seconds = models.PositiveIntegerField(
         default=0, help_text="How long it runs before the next step."
     )
+    guards = models.JSONField(
+        default=list,
+        blank=True,
+        help_text=(
+            'Checked while the step is live, e.g. [{"metric": "error_rate", "worse": "higher", '
+            '"tolerance": 0.1, "tolerance_kind": "relative", "min_sample": 500}] (README: Rollout, guards).'
+        ),
+    )
     applied_at = models.DateTimeField(null=True, blank=True)
     revision_number = models.PositiveIntegerField(null=True, blank=True)
 

@@ -12,22 +12,24 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Task, shared_task
 
+from core import metrics
+
 from .services import collection, dictionaries, envelopes, jobs
 
 
 @shared_task(name="statebag.reap_expired_transactions")
 def reap_expired_transactions() -> int:
-    return collection.transactions_reap().pk
+    return metrics.sweep_observed(collection.transactions_reap()).pk
 
 
 @shared_task(name="statebag.gc_sweep")
 def gc_sweep() -> int:
-    return collection.gc_sweep().pk
+    return metrics.sweep_observed(collection.gc_sweep()).pk
 
 
 @shared_task(name="statebag.apply_retention")
 def apply_retention() -> int:
-    return collection.retention_apply().pk
+    return metrics.sweep_observed(collection.retention_apply()).pk
 
 
 @shared_task(name="statebag.write_envelopes")

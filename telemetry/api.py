@@ -17,6 +17,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import Router, Schema
 
+from core import metrics
 from core.api import ApiError, ErrorOut, error_response, parse_json_object
 from keys.auth import KeyBearer
 from rollout.models import SdkKey
@@ -82,6 +83,7 @@ def telemetry_ingest(request: HttpRequest) -> Any:
     retry_after = ingestion_admit(environment=environment, now=now)
     if retry_after is not None:
         ingestion_count(environment=environment, now=now, refused=1)
+        metrics.telemetry_batch("refused")
         response = error_response(
             429, f"environment {environment} is over its telemetry ingestion limit", "too_many_requests"
         )
@@ -90,17 +92,22 @@ def telemetry_ingest(request: HttpRequest) -> Any:
     limit = telemetry_settings().max_body_bytes
     declared = request.META.get("CONTENT_LENGTH") or ""
     if (declared.isdigit() and int(declared) > limit) or len(request.body) > limit:
+        metrics.telemetry_batch("too_large")
         return error_response(413, f"a telemetry batch is at most {limit} bytes", "payload_too_large")
     try:
         batch = parse_batch(parse_json_object(request.body), now=now)
     except ApiError as exc:
+        metrics.telemetry_batch("malformed")
         return _malformed(exc.code, exc.message)
     except WireError as exc:
+        metrics.telemetry_batch("malformed")
         return _malformed("invalid_batch", str(exc))
     if not batch_ingest(
         environment=environment, batch=batch, received_at=datetime.fromtimestamp(now, tz=UTC)
     ):
         ingestion_count(environment=environment, now=now, duplicates=1)
+        metrics.telemetry_batch("duplicate")
         return HttpResponse(b'{"accepted":false,"duplicate":true}', content_type="application/json")
     ingestion_counts_flush(now=now)
+    metrics.telemetry_batch("accepted", dropped=batch.dropped)
     return JsonResponse({"accepted": True, "batch": batch.batch_id}, status=202)

@@ -109,3 +109,29 @@ class IngestionMinute(models.Model):
 
     def __str__(self) -> str:
         return f"{self.environment} {self.minute:%Y-%m-%d %H:%M}"
+
+
+class FlagActivity(models.Model):
+    """When a flag was first and last evaluated in an environment, kept by the per-minute
+    aggregation so that "not evaluated in N days" is one indexed read, not a scan of rollups.
+
+    The row whose ``flag`` is empty (``ENVIRONMENT_ROW``) is the environment's own: when its SDKs
+    first and last reported any evaluation. It tells a flag never evaluated in an environment
+    whose SDKs report (dead) from one in an environment without telemetry (unknown)."""
+
+    ENVIRONMENT_ROW = ""
+
+    environment = models.CharField(max_length=64)
+    flag = models.CharField(max_length=64, blank=True)
+    first_evaluated_at = models.DateTimeField(help_text="The minute of its first evaluation reported.")
+    last_evaluated_at = models.DateTimeField(help_text="The minute of its latest evaluation reported.")
+
+    class Meta:
+        verbose_name = "flag activity"
+        verbose_name_plural = "flag activity"
+        constraints = [
+            models.UniqueConstraint(fields=["flag", "environment"], name="telemetry_activity_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.environment} {self.flag or '(any flag)'} {self.last_evaluated_at:%Y-%m-%d %H:%M}"

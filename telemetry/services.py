@@ -38,6 +38,7 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from .activity import evaluations_record
 from .conf import telemetry_settings
 from .models import CohortRollup, EvaluationRollup, IngestionMinute, RawBatch
 from .sketch import histogram_merge, sketch_merge
@@ -235,6 +236,8 @@ def _aggregate_chunk(*, now: datetime, chunk: int) -> tuple[int, int, int]:
         for _, environment, minute, dropped, payload in rows:
             rollup.add(environment, minute, dropped, payload)
         _write_evaluations(rollup.evaluations)
+        # "Last evaluated" per flag and environment, kept here so nobody scans rollups for it.
+        evaluations_record((key[0], group.flag, key[1]) for key, group in rollup.evaluations.items())
         _write_cohorts(rollup.cohorts)
         for (environment, minute), counts in rollup.stats.items():
             _ingestion_add(environment, minute, **counts)

@@ -156,5 +156,21 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
 
+# What the rollout admin shows of telemetry, by dotted path (rollout does not import telemetry);
+# empty, the admin works without it and says so. A flag is a cleanup candidate once it has
+# served one value to everyone, or gone unevaluated, for ROLLOUT_STALE_DAYS.
+ROLLOUT_FLAG_INSIGHTS = env.str("ROLLOUT_FLAG_INSIGHTS", default="telemetry.insights.flag_insights")
+ROLLOUT_PLAN_INSIGHTS = env.str("ROLLOUT_PLAN_INSIGHTS", default="telemetry.insights.plan_insights")
+ROLLOUT_FLAG_ACTIVITY = env.str("ROLLOUT_FLAG_ACTIVITY", default="telemetry.activity.flag_activity")
+ROLLOUT_STALE_DAYS = env.int("ROLLOUT_STALE_DAYS", default=30)
+
+# Rollout plan guards, by dotted path (README: Rollout, guards): the built-in one judges each
+# step on its own rules from cohort telemetry. A guard that aborts a plan is reported to
+# ROLLOUT_WEBHOOK_URL (a JSON POST; empty: none) within ROLLOUT_WEBHOOK_TIMEOUT_SECONDS.
+ROLLOUT_GUARDS = env.list("ROLLOUT_GUARDS", default=["telemetry.guards.step_guard"])
+ROLLOUT_WEBHOOK_URL = env.str("ROLLOUT_WEBHOOK_URL", default="")
+ROLLOUT_WEBHOOK_TIMEOUT_SECONDS = env.float("ROLLOUT_WEBHOOK_TIMEOUT_SECONDS", default=5.0)
+
 from .celery import *  # noqa: E402,F403
+from .metrics import *  # noqa: E402,F403
 from .storage import *  # noqa: E402,F403

@@ -28,3 +28,6 @@ LOGGING = {"version": 1, "disable_existing_loggers": False}
 
 # Tests look at every change at once; the fast path's per-process memo would hide them for 1 s.
 ROLLOUT_FASTPATH_MEMO_SECONDS = 0.0
+
+# Tests name the guards they exercise (tests/telemetry/test_guard*.py: the built-in one).
+ROLLOUT_GUARDS = []

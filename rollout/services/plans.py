@@ -14,8 +14,13 @@ guard hooks.
   to this flag before the plan reached that environment, stays.
 
 A guard is any callable ``guard(plan, step) -> GuardVerdict`` named in settings.ROLLOUT_GUARDS
-(dotted paths). Before each step the plan asks every guard; one that says no aborts the plan.
-Guards that read real metrics (error rates, latency of the cohort) plug in here."""
+(dotted paths); ``step`` is the next step (the last one when none is left). The periodic
+advance asks every guard at each run once a step is live (while it soaks too, so harm stops a
+step early), and before the first step. A verdict passes, waits (``wait``: not enough data
+yet; the plan neither advances nor completes) or fails: the plan is aborted, the audit entry
+carries the guard's ``evidence`` (its numbers), and settings.ROLLOUT_WEBHOOK_URL, when set, is
+told (``rollout.webhooks``). The built-in guard, ``telemetry.guards.step_guard``, judges each
+step on its own rules (``RolloutStep.guards``, see ``rollout.guard_rules``)."""
 
 from __future__ import annotations
 
@@ -35,23 +40,30 @@ from django.utils.module_loading import import_string
 from analemma_sdk.flags.spec import InvalidFlagError, check_flag, check_sdk_flag, flag_spec
 from audit.services import audit_record
 
+from ..guard_rules import GuardRuleError, clean_rules
 from ..models import Environment, Flag, RolloutPlan, RolloutStep
 from ..selectors import revision_numbers_latest
+from ..webhooks import webhook_notify
 from .flags import flag_change_allowed, flag_state_update
 from .revisions import flag_rollback, rollback_preview
 
 logger = logging.getLogger("analemma.rollout")
 
 ACTOR_MAX = 150  # AuditEntry.actor, Revision.created_by
-STEP_FIELDS = ("environment", "percentage", "not_before", "min_soak_seconds")
+STEP_FIELDS = ("environment", "percentage", "not_before", "min_soak_seconds", "guards")
 OPERATOR_LOST_RIGHT = "operator lost the right"
 MAX_SOAK_SECONDS = 366 * 24 * 3600
 
 
 @dataclass(frozen=True)
 class GuardVerdict:
+    """``ok``: the plan may go on. Not ok and ``wait``: not yet (too little data); not ok and
+    not ``wait``: abort. ``evidence``: the numbers behind it, JSON, kept in the audit entry."""
+
     ok: bool
     reason: str = ""
+    wait: bool = False
+    evidence: Mapping[str, Any] | None = None
 
 
 Guard = Callable[[RolloutPlan, RolloutStep], GuardVerdict]
@@ -132,12 +144,22 @@ def _clean_steps(steps: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             raise InvalidPlanError(
                 f"step {position}: percentage must be a number from 0 to 100, not {step.get('percentage')!r}"
             ) from None
+        try:
+            guards = clean_rules(step.get("guards"))
+        except GuardRuleError as exc:
+            raise InvalidPlanError(f"step {position}: guard: {exc}") from None
+        if guards and not 0 < percentage < 100:
+            raise InvalidPlanError(
+                f"step {position}: a guard compares the step's treatment with its control: "
+                f"a step at {percentage} % has no {'control' if percentage >= 100 else 'treatment'} to compare"
+            )
         row = RolloutStep(
             position=position,
             environment=step["environment"],
             percentage=percentage,
             not_before=step.get("not_before"),
             min_soak_seconds=step.get("min_soak_seconds") or 0,
+            guards=guards,
         )
         try:
             row.full_clean(exclude=["plan"])
@@ -160,6 +182,7 @@ def _step_record(step: Mapping[str, Any]) -> dict[str, Any]:
         "percentage": float(step["percentage"]),
         "not_before": not_before.isoformat() if not_before else None,
         "min_soak_seconds": step["min_soak_seconds"],
+        "guards": step["guards"],
     }
 
 
@@ -361,7 +384,10 @@ def plan_abort(*, plan: RolloutPlan, user: Any, actor: str = "", reason: str = "
     return _abort(plan, _actor(actor, user), reason)
 
 
-def _abort(plan: RolloutPlan, actor: str, reason: str) -> RolloutPlan:
+def _abort(
+    plan: RolloutPlan, actor: str, reason: str, *, evidence: Mapping[str, Any] | None = None
+) -> RolloutPlan:
+    """``evidence``: a guard's numbers; the plan was aborted by it, and the webhook is told."""
     with transaction.atomic():
         plan = _locked(plan.pk)
         if plan.status in (RolloutPlan.Status.ABORTED, RolloutPlan.Status.DRAFT):
@@ -387,6 +413,7 @@ def _abort(plan: RolloutPlan, actor: str, reason: str) -> RolloutPlan:
         plan.status = RolloutPlan.Status.ABORTED
         plan.reason = reason
         plan.save(update_fields=["status", "reason", "updated_at"])
+        detail: dict[str, Any] = {"guard": dict(evidence)} if evidence is not None else {}
         audit_record(
             action="plan.abort",
             actor=actor,
@@ -395,7 +422,16 @@ def _abort(plan: RolloutPlan, actor: str, reason: str) -> RolloutPlan:
             plan=plan.pk,
             reason=reason,
             restored=restored,
+            **detail,
         )
+        if evidence is not None:
+            webhook_notify(
+                event="plan.guard_abort",
+                plan={"id": plan.pk, "name": plan.name, "flag": plan.flag.key, "status": plan.status},
+                reason=reason,
+                restored=restored,
+                verdict=dict(evidence),
+            )
     return plan
 
 
@@ -452,6 +488,18 @@ def _fail(plan_id: int, exc: Exception) -> None:
         )
 
 
+def _guards_hold(plan: RolloutPlan, step: RolloutStep) -> bool:
+    """Whether a guard stops the plan where it is: one fails (the plan is then aborted, after
+    this transaction: the rollback takes its own locks) or waits (too little data yet)."""
+    verdicts = [guard(plan, step) for guard in _guards()]
+    refusal = next((v for v in verdicts if not v.ok and not v.wait), None)
+    if refusal is not None:
+        evidence = refusal.evidence or {}
+        transaction.on_commit(lambda: _abort(plan, "rollout guard", refusal.reason, evidence=evidence))
+        return True
+    return any(not v.ok for v in verdicts)
+
+
 def _advance_one(plan_id: int, now: datetime) -> int:
     with transaction.atomic():
         plan = (
@@ -466,6 +514,8 @@ def _advance_one(plan_id: int, now: datetime) -> int:
         done = [s for s in steps if s.applied_at is not None]
         pending = [s for s in steps if s.applied_at is None]
         last = done[-1] if done else None
+        if last is not None and _guards_hold(plan, pending[0] if pending else last):
+            return 0  # a live step's guards watch it every run, soaking or not
         if (
             last is not None
             and last.applied_at
@@ -501,11 +551,8 @@ def _advance_one(plan_id: int, now: datetime) -> int:
                 operator=operator.get_username() if operator is not None else None,
             )
             return 0
-        refusal = next((v for v in (guard(plan, step) for guard in _guards()) if not v.ok), None)
-        if refusal is not None:
-            # Abort after this transaction: the rollback takes its own locks.
-            transaction.on_commit(lambda: _abort(plan, "rollout guard", refusal.reason))
-            return 0
+        if last is None and _guards_hold(plan, step):
+            return 0  # before the first step
         assert operator is not None  # flag_change_allowed refuses nobody
         if not any(s.environment_id == step.environment_id for s in done):
             # The plan's first step here: what an abort restores is the flag as it is now, so

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from analemma_sdk.statebag import manifest_hash
-from analemma_sdk.statebag import metrics as sdk_metrics
 from analemma_sdk.statebag.errors import ManifestIntegrityError, StateBagError
 from analemma_sdk.statebag.manifests import MANIFEST_FORMAT
+from core import metrics as service_metrics
 
 from ..models import Manifest
 
@@ -72,7 +72,7 @@ def manifest_document(manifest: Manifest, *, purpose: str = "read") -> dict[str,
     document = manifest_fields(manifest)
     expected = _recomputed(document)
     if expected != manifest.hash:
-        sdk_metrics.increment("statebag_integrity_errors_total")
+        service_metrics.increment("statebag_integrity_errors_total")
         logger.critical(
             "manifest %s (%s/%s v%d) fails its hash check on %s: recomputed %s; it is not served",
             manifest.hash,

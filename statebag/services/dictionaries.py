@@ -15,9 +15,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from analemma_sdk.statebag import ForeignDictionaryError, train_dictionary
-from analemma_sdk.statebag import metrics as sdk_metrics
 from analemma_sdk.statebag.keys import dictionary_key, validate_id
 from analemma_sdk.statebag.pointers import BlobRef
+from core import metrics as service_metrics
 
 from ..models import Blob, CompressionDictionary, Execution
 from .hydrators import reset_service_hydrators, service_reader
@@ -115,7 +115,7 @@ def dictionaries_train_recent(
         try:
             row = dictionary_train(owner_id=owner, workflow_id=workflow, size=size, min_samples=min_samples)
         except Exception:
-            sdk_metrics.increment("statebag_dictionary_training_failures_total")
+            service_metrics.increment("statebag_dictionary_training_failures_total")
             logger.exception("training the dictionary of owner %s, workflow %s failed", owner, workflow)
             continue
         if row is not None:

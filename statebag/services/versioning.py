@@ -54,10 +54,10 @@ from analemma_sdk.statebag import (
     StateHydrator,
     manifest_hash,
 )
-from analemma_sdk.statebag import metrics as sdk_metrics
 from analemma_sdk.statebag.manifests import PackWrite, Prepared, PrepareRequest
 from analemma_sdk.statebag.packs import FrameRef
 from analemma_sdk.statebag.pointers import BlobRef, ListRef, parse_pointer
+from core import metrics as service_metrics
 
 from ..conf import statebag_settings
 from ..errors import DanglingPointerError, ManifestConflictError, StaleReferenceError, TransactionAbortedError
@@ -101,11 +101,12 @@ class StateVersioningService:
         self.transaction_ttl = transaction_ttl or configured.transaction_ttl
 
     # One step -----------------------------------------------------------------------
+    @service_metrics.commit_observed("record")
     def record(self, draft: ManifestDraft) -> ManifestRecord:
         if self.use_2pc and draft.packs:
             # The caller uploaded without the two-phase path although it is required here: say
             # so. A version that uploads nothing has nothing a collector could race.
-            sdk_metrics.increment("statebag_2pc_bypassed_total")
+            service_metrics.increment("statebag_2pc_bypassed_total")
             logger.error(
                 "manifest for %s recorded without two-phase commit while use_2pc is on", draft.execution_id
             )
@@ -175,6 +176,7 @@ class StateVersioningService:
     def commit(self, txn_id: str, entries: Mapping[str, Any], cohort: Mapping[str, Any]) -> ManifestRecord:
         return self.commit_rows(txn_id, EntryRows(entries), cohort)
 
+    @service_metrics.commit_observed("two_phase")
     def commit_rows(
         self, txn_id: str, rows: EntryRows, cohort: Mapping[str, Any], read: TransactionRead | None = None
     ) -> ManifestRecord:

@@ -106,3 +106,42 @@ def test_aggregate_command__prints_counts(post, prod_key):
     out = StringIO()
     call_command("telemetry", "aggregate", stdout=out)
     assert json.loads(out.getvalue())["batches"] == 1
+
+
+def rollout_metrics(*args):
+    out = StringIO()
+    call_command("rollout", "metrics", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_rollout_metrics__the_telemetry_report__same_numbers_and_table(reported):
+    # Given the same report asked of both commands
+    via_rollout = json.loads(rollout_metrics("use_zstd", "--env", "prod", "--since", "15m", "--json"))
+    via_telemetry = json.loads(run("use_zstd", "--env", "prod", "--since", "15m", "--json"))
+    # Then they agree on everything but the instant each was asked
+    for report in (via_rollout, via_telemetry):
+        del report["since"], report["until"]
+    assert via_rollout == via_telemetry
+    assert via_rollout["cohorts"]["true"]["error_rate"] == 0.1
+    table = rollout_metrics("use_zstd", "--env", "prod")
+    assert table.splitlines()[0].startswith("use_zstd in prod since") and "treatment (on)" in table
+
+
+def test_rollout_metrics__bad_arguments__the_same_command_errors(reported):
+    with pytest.raises(CommandError, match="no environment"):
+        rollout_metrics("use_zstd", "--env", "nowhere")
+    with pytest.raises(CommandError, match="--since"):
+        rollout_metrics("use_zstd", "--env", "prod", "--since", "yesterday")
+
+
+@pytest.mark.parametrize("dotted", ["", "reporting.cli.metrics"])
+def test_rollout_metrics__telemetry_not_installed__says_so(settings, dotted):
+    settings.ROLLOUT_METRICS_COMMAND = dotted
+    with pytest.raises(CommandError, match="needs the telemetry app"):
+        rollout_metrics("use_zstd", "--env", "prod")
+
+
+def test_rollout_metrics__setting_names_nothing_importable__command_error(settings):
+    settings.ROLLOUT_METRICS_COMMAND = "telemetry.cli.no_such_report"
+    with pytest.raises(CommandError, match="cannot be imported"):
+        rollout_metrics("use_zstd", "--env", "prod")

@@ -10,6 +10,9 @@ manage.py rollout sdk-key create --env prod [--name NAME]     (prints the key on
 manage.py rollout sdk-key list [--env prod]
 manage.py rollout sdk-key revoke PREFIX          (as listed, or the whole key)
 manage.py rollout show --env prod
+manage.py rollout metrics FLAG --env prod [--since 1h] [--json]
+    exposures per value/variant and, for the statebag's flags, cohorts side by side (the
+    telemetry app's report, reached through settings.ROLLOUT_METRICS_COMMAND)
 
 Every change is audited as ``cli:<os user>``; ``--actor LABEL`` adds ``(claims: LABEL)``,
 recorded as said, not verified. Plan operations act as a Django user (``--user``, by default
@@ -23,9 +26,12 @@ import json
 import sys
 from typing import Any
 
+from django.apps import apps
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.module_loading import import_string
 
 from audit.actors import cli_actor, os_user
 from keys.services import key_create, key_find, key_revoke
@@ -92,6 +98,11 @@ class Command(BaseCommand):
             )
         show = sub.add_parser("show", help="print the current flag-set document")
         show.add_argument("--env", required=True)
+        metrics = sub.add_parser("metrics", help="a flag's exposures and, for statebag flags, cohort metrics")
+        metrics.add_argument("flag")
+        metrics.add_argument("--env", required=True)
+        metrics.add_argument("--since", default="1h", help="how far back: 15m, 1h, 2d (default 1h)")
+        metrics.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -261,3 +272,24 @@ class Command(BaseCommand):
     def _show(self, options: dict[str, Any]) -> None:
         revision = revision_latest(environment=self._environment(options["env"]))
         self.stdout.write(json.dumps(revision.document if revision else {}, indent=2, sort_keys=True))
+
+    def _metrics(self, options: dict[str, Any]) -> None:
+        # Telemetry sits above rollout: its report is named by a setting, not imported.
+        dotted = str(getattr(settings, "ROLLOUT_METRICS_COMMAND", "") or "")
+        app = dotted.split(".", 1)[0]
+        if not dotted or not apps.is_installed(app):
+            raise CommandError(
+                "rollout metrics needs the telemetry app: add it to INSTALLED_APPS and set "
+                'ROLLOUT_METRICS_COMMAND (e.g. "telemetry.cli.metrics")'
+            )
+        try:
+            report = import_string(dotted)
+        except ImportError as exc:
+            raise CommandError(f"ROLLOUT_METRICS_COMMAND {dotted!r} cannot be imported: {exc}") from exc
+        report(
+            flag=options["flag"],
+            environment=options["env"],
+            since=options["since"],
+            as_json=options["json"],
+            write=self.stdout.write,
+        )
