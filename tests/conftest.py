@@ -32,6 +32,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
     if os.environ.get("ANALEMMA_TEST_DB", "postgres") == "sqlite":
         url = "sqlite://:memory:"
+    elif _distributing(config):
+        url = "none: the workers run the tests, each on its own server"
     else:
         import dj_database_url
 
@@ -46,6 +48,11 @@ def pytest_configure(config: pytest.Config) -> None:
         del connections[connection.alias]
     connections.__dict__.pop("settings", None)
     config.stash[_DATABASE] = url
+
+
+def _distributing(config: pytest.Config) -> bool:
+    """True in pytest-xdist's controller process, which hands tests to workers and runs none."""
+    return not hasattr(config, "workerinput") and bool(getattr(config.option, "numprocesses", None))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -11,7 +11,7 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
-@pytest.mark.parametrize("db, schedules", [("postgres", 12), ("sqlite", 3)])
+@pytest.mark.parametrize("db, schedules", [("postgres", 8), ("sqlite", 3)])
 def test_consistency__crash_schedules__no_invariant_violated(db, schedules):
     done = subprocess.run(
         [sys.executable, "consistency.py", "--schedules", str(schedules), "--db", db, "--seed", "7"],

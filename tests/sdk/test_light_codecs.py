@@ -33,7 +33,7 @@ def test_base85__encode_and_decode__as_base64_does(data):
     assert base85.decode(encoded) == data
 
 
-@settings(max_examples=1500)
+@settings(max_examples=600)
 @given(st.text(alphabet=ALPHABET + " \x00\"'.,:~é", max_size=30))
 def test_base85__decode_of_any_text__same_value_or_same_error(text):
     data = text.encode()
@@ -55,7 +55,7 @@ JSON_VALUES = st.recursive(
 )
 
 
-@settings(max_examples=1000)
+@settings(max_examples=500)
 @given(JSON_VALUES, st.sampled_from(["", " ", "\n\t", "x", "\x00", ","]), st.binary(max_size=3))
 def test_parse_small__same_value_or_same_error_as_json_loads(value, suffix, noise):
     encoded = json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass") + suffix.encode()
