@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .sketch import HISTOGRAM_BOUNDS, MAX_RANK, REGISTERS
+from .sketch import HISTOGRAM_BOUNDS, MAX_RANKS, REGISTERS, V1, V2
 
 VERSION = 1
 REASONS = frozenset({"off", "targeted", "rollout", "default", "error", "stale"})
@@ -147,16 +147,25 @@ def _name(field: str, value: Any) -> str:
 
 
 def check_sketch(field: str, value: Any) -> str:
+    """A distinct-unit sketch as SDKs send it: version 1, the 256 registers alone; version 2,
+    a version byte (2) then the 256 registers (``telemetry.sketch``), in base64."""
     if not isinstance(value, str) or len(value) > 4 * REGISTERS:
         raise WireError(field, f"must be the base64 text of {REGISTERS} registers")
     try:
         registers = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise WireError(field, "is not valid base64") from None
+    version = V1
+    if len(registers) == REGISTERS + 1:
+        version, registers = registers[0], registers[1:]
+        if version != V2:
+            raise WireError(field, f"has sketch version {version}; this service reads {V1} and {V2}")
     if len(registers) != REGISTERS:
-        raise WireError(field, f"holds {len(registers)} registers, not {REGISTERS}")
-    if max(registers) > MAX_RANK:
-        raise WireError(field, f"has a register above {MAX_RANK}")
+        raise WireError(
+            field, f"holds {len(registers)} registers, not {REGISTERS} (or a version byte and {REGISTERS})"
+        )
+    if max(registers) > MAX_RANKS[version]:
+        raise WireError(field, f"has a register above {MAX_RANKS[version]} (sketch version {version})")
     return value
 
 

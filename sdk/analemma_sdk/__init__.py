@@ -9,17 +9,21 @@ __version__ = "0.1.0"
 __all__ = ["FlagClient", "FlagDetails"]
 
 _ON = frozenset(("true", "1", "on", "yes", "enabled"))
+_OFF = frozenset(("false", "0", "off", "no", "disabled"))
 
 
-def telemetry_enabled(setting: bool | None = None, variable: str = "ANALEMMA_TELEMETRY") -> bool:
-    """Whether telemetry is on: ``setting`` when given, else the environment ``variable`` (off
-    unless true, 1, on, yes or enabled: opt-in while its per-evaluation cost is over its
-    budget). Here, so that deciding costs no telemetry module."""
+def telemetry_enabled(
+    setting: bool | None = None, variable: str = "ANALEMMA_TELEMETRY", default: bool = True
+) -> bool:
+    """Whether telemetry is on: ``setting`` when given, else the environment ``variable`` (true,
+    1, on, yes, enabled; false, 0, off, no, disabled), else ``default``: on, for a client that
+    talks to a service. Here, so that deciding costs no telemetry module."""
     if setting is not None:
         return bool(setting)
     import os  # already loaded by the interpreter
 
-    return os.environ.get(variable, "").strip().lower() in _ON
+    value = os.environ.get(variable, "").strip().lower()
+    return True if value in _ON else False if value in _OFF else default
 
 
 def __getattr__(name: str) -> object:

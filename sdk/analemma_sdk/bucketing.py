@@ -19,9 +19,18 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
 
-__all__ = ["TOTAL_WEIGHT", "bucket_value", "in_rollout", "sha1", "variant_index"]
+__all__ = [
+    "TOTAL_WEIGHT",
+    "bucket_hash",
+    "bucket_hashes",
+    "bucket_value",
+    "in_rollout",
+    "sha1",
+    "sketch_add",
+    "variant_index",
+]
 
 try:  # the interpreter's own sha1 loads in a fraction of the time OpenSSL's does (cold starts)
     from _sha1 import sha1
@@ -34,9 +43,40 @@ TOTAL_WEIGHT = 100_000  # variant weights are in thousandths of a percent, as La
 
 def bucket_value(flag_key: str, salt: str, unit: str, seed: int | None = None) -> float:
     """Where ``unit`` falls for this flag, in [0, 1)."""
+    return bucket_hash(flag_key, salt, unit, seed) / _LONG_SCALE
+
+
+def bucket_hash(flag_key: str, salt: str, unit: str, seed: int | None = None) -> int:
+    """The 60-bit integer ``bucket_value`` scales to [0, 1): the first 15 hex digits of the
+    sha1. Telemetry's distinct-unit sketch takes its register and rank from it, so a unit the
+    evaluation has bucketed costs the sketch no hash of its own."""
     text = f"{seed}.{unit}" if seed is not None else f"{flag_key}.{salt}.{unit}"
-    digest = sha1(text.encode("utf-8")).hexdigest()
-    return int(digest[:15], 16) / _LONG_SCALE
+    return int(sha1(text.encode("utf-8")).hexdigest()[:15], 16)
+
+
+def bucket_hashes(texts: Iterable[str]) -> list[int]:
+    """``bucket_hash`` of many bucketing texts (``f"{flag_key}.{salt}.{unit}"`` or
+    ``f"{seed}.{unit}"``), the loops in C. A lone surrogate, which bucketing refuses, is hashed
+    as its UTF-8 bytes rather than lost."""
+    from itertools import repeat  # builtin modules
+    from operator import itemgetter, methodcaller
+
+    encoded = map(methodcaller("encode", "utf-8", "surrogatepass"), texts)
+    digests = map(methodcaller("hexdigest"), map(sha1, encoded))
+    return list(map(int, map(itemgetter(slice(0, 15)), digests), repeat(16)))
+
+
+def sketch_add(registers: bytearray, hashes: Iterable[int]) -> None:
+    """Add units by their bucketing hashes to the 256 registers of a distinct-unit sketch
+    (telemetry, version 2): register ``h & 255``; rank = the trailing zeros of ``h >> 8``, plus
+    one (1 to 52; 0 when those 52 bits are all zero, once in 2**52: not counted). Low bits,
+    because the outcome a unit gets is decided by the high ones: within one outcome, the high
+    bits are far from uniform, the low ones are not."""
+    for h in hashes:
+        rest = h >> 8
+        rank = (rest & -rest).bit_length()
+        if rank > registers[h & 255]:
+            registers[h & 255] = rank
 
 
 def in_rollout(value: float, percentage: float) -> bool:

@@ -38,6 +38,7 @@ class FlagServer:
         self.mode = "ok"
         self.delay = 2.0
         self.requests: list[dict[str, str]] = []
+        self.telemetry: list[dict[str, Any]] = []  # batches POSTed (telemetry is on by default)
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -46,6 +47,10 @@ class FlagServer:
             def do_GET(self) -> None:  # http.server's name
                 server.requests.append({k.lower(): v for k, v in self.headers.items()})
                 server.answer(self)
+
+            def do_POST(self) -> None:  # the service takes a telemetry batch, as it would
+                server.telemetry.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                server.send(self, 202, b'{"accepted": true}')
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -84,7 +89,10 @@ class FlagServer:
         self.send(handler, 200, body, {"ETag": '"0000"'})
 
     def _huge(self, handler: Any, body: bytes, etag: str) -> None:
-        self.send(handler, 200, b" " * (8 * 1024 * 1024) + body)
+        try:
+            self.send(handler, 200, b" " * (8 * 1024 * 1024) + body)
+        except OSError:
+            pass  # the client stopped reading past its limit, as it should
 
     def _huge_chunked(self, handler: Any, body: bytes, etag: str) -> None:
         handler.send_response(200)

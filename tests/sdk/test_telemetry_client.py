@@ -24,10 +24,11 @@ from .flag_server import body_and_etag, document, flag
 
 
 @pytest.fixture(autouse=True)
-def _telemetry_opted_in(monkeypatch):
-    """Telemetry is opt-in: these tests opt in, as a deployment does, units included."""
-    monkeypatch.setenv("ANALEMMA_TELEMETRY", "true")
-    monkeypatch.setenv("ANALEMMA_TELEMETRY_UNITS", "true")
+def _telemetry_by_default(monkeypatch):
+    """These tests take telemetry as a client with a URL and a key has it by default: on, units
+    included (whatever the environment running them says)."""
+    monkeypatch.delenv("ANALEMMA_TELEMETRY", raising=False)
+    monkeypatch.delenv("ANALEMMA_TELEMETRY_UNITS", raising=False)
 
 
 KEY = "ask_prod_" + "k" * 43
@@ -458,11 +459,42 @@ def test_fold_threshold__client_and_recorder_agree():
     assert client_module.TELEMETRY_FOLD_AT == FOLD_AT == 256  # the client's hot path spells it out
 
 
-def test_telemetry__off_unless_opted_in(monkeypatch, tmp_path):
-    monkeypatch.delenv("ANALEMMA_TELEMETRY")
-    client = FlagClient(
-        "http://127.0.0.1:9", "ask_dev_" + "k" * 43, cache_path=str(tmp_path / "c"), timeout=0.2
-    )
-    assert client._log is None  # nothing is recorded, nothing allocated per evaluation
-    monkeypatch.setenv("ANALEMMA_TELEMETRY", "yes")
-    assert FlagClient("http://127.0.0.1:9", "ask_dev_" + "k" * 43, cache_path=str(tmp_path / "d"))._log == []
+@pytest.mark.parametrize(
+    ("url", "key", "variable", "argument", "on"),
+    [
+        ("http://127.0.0.1:9", KEY, None, None, True),  # a service: on
+        ("", KEY, None, None, False),  # no URL: nowhere to send
+        ("http://127.0.0.1:9", None, None, None, False),  # no key: nothing the service takes
+        ("http://127.0.0.1:9", KEY, "false", None, False),
+        ("http://127.0.0.1:9", KEY, "OFF", None, False),
+        ("http://127.0.0.1:9", KEY, None, False, False),
+        ("http://127.0.0.1:9", KEY, "true", False, False),  # the argument wins
+        ("", KEY, "yes", None, True),  # asked for explicitly
+    ],
+)
+def test_telemetry__on_by_default_for_a_client_of_a_service(monkeypatch, url, key, variable, argument, on):
+    if variable is not None:
+        monkeypatch.setenv("ANALEMMA_TELEMETRY", variable)
+    client = FlagClient(url, key, cache_path=None, timeout=0.2, telemetry=argument)
+    # Off: nothing is recorded, the flags are compiled with no tallies
+    assert (client._log is not None) is on
+    assert (client._counting == "units") is on  # units included by default
+    compiled = client._accept(document(flag_a=flag())).flags["flag_a"]
+    if on:
+        compiled.counted("u", None)
+        assert [tally.take()[0] for tally in compiled.tallies if tally.outcome[2] == "rollout"] == [1]
+    else:  # compiled to evaluate, nothing more
+        assert compiled.tallies == () and compiled._units is False
+
+
+def test_refresh_and_flush__nothing_counted__no_request_and_no_telemetry_loaded(server):
+    # Given a client on by default whose refreshes reach the service, nothing evaluated yet
+    client = client_for(server)
+    assert client.refresh() and client.refresh()
+    # When it flushes
+    assert client.flush(timeout=1.0) is True
+    # Then nothing was sent, and no sink was made (the telemetry package stays unloaded)
+    assert server.posts == 0 and client._telemetry is None
+    # While one evaluation is enough for the next flush to carry it
+    client.bool("flag_a", unit="u")
+    assert client.flush(timeout=2.0) is True and server.posts == 1

@@ -34,10 +34,11 @@ from .test_telemetry_client import KEY, TelemetryServer
 
 
 @pytest.fixture(autouse=True)
-def _telemetry_opted_in(monkeypatch):
-    """Telemetry is opt-in: these tests opt in, as a deployment does, units included."""
-    monkeypatch.setenv("ANALEMMA_TELEMETRY", "true")
-    monkeypatch.setenv("ANALEMMA_TELEMETRY_UNITS", "true")
+def _telemetry_by_default(monkeypatch):
+    """These tests take telemetry as it is by default: on for a service with a key, units
+    included (whatever the environment running them says)."""
+    monkeypatch.delenv("ANALEMMA_TELEMETRY", raising=False)
+    monkeypatch.delenv("ANALEMMA_TELEMETRY_UNITS", raising=False)
 
 
 IDS = {"owner_id": "owner-1", "workflow_id": "wf", "execution_id": "exec-1"}

@@ -3,6 +3,7 @@ limit; and an SDK key files only for its own environment."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from datetime import UTC, datetime
@@ -159,3 +160,76 @@ def test_ingest__limit_zero__no_limit(post, prod_key, settings):
 def test_ingest__get__405(client, prod_key):
     response = client.get("/api/v1/telemetry", HTTP_AUTHORIZATION=f"Bearer {prod_key}")
     assert response.status_code == 405
+
+
+# Sketch versions --------------------------------------------------------------------------------
+def _v1_units(names):
+    from .test_sketch import sketch_of
+
+    return base64.b64encode(sketch_of(names)).decode()
+
+
+def _v2_units(names):
+    from .test_sketch import v2_sketch_of
+
+    return base64.b64encode(v2_sketch_of(f"use_zstd..{name}" for name in names)).decode()
+
+
+def _units_entry(units):
+    return {
+        "flag": "use_zstd",
+        "variant": None,
+        "value": True,
+        "reason": "rollout",
+        "count": 1,
+        "units": units,
+    }
+
+
+@pytest.mark.parametrize(
+    ("units", "message"),
+    [
+        (base64.b64encode(b"\x03" + bytes(256)).decode(), "has sketch version 3"),
+        (base64.b64encode(b"\x02" + bytes([53]) + bytes(255)).decode(), "has a register above 52"),
+        (base64.b64encode(b"\x02" + bytes(257)).decode(), "holds 258 registers"),
+    ],
+    ids=["unknown_version", "rank_over_52", "long"],
+)
+def test_ingest__bad_versioned_sketch__400_naming_the_field(post, prod_key, units, message):
+    response = post(prod_key, make_batch(evaluations=[_units_entry(units)]))
+    assert response.status_code == 400
+    assert response.json()["error"]["message"].startswith(f"evaluations[0].units: {message}")
+    assert RawBatch.objects.count() == 0
+
+
+def test_ingest__old_and_new_sdk_sketches_in_one_minute__kept_apart_and_estimated_from_the_new(
+    post, prod_key
+):
+    from telemetry import selectors
+    from telemetry.models import EvaluationRollup
+    from telemetry.services import telemetry_aggregate
+    from telemetry.sketch import STANDARD_ERROR, sketch_versions
+
+    # Given an old SDK reporting units 0-1499 (version 1) and new SDKs 1000-2999 (version 2)
+    end = (time.time() // 60) * 60 + 1
+    for units in (_v1_units(f"u{i}" for i in range(1500)), _v2_units(f"u{i}" for i in range(1000, 2000))):
+        assert (
+            post(prod_key, make_batch(window=[end - 1, end], evaluations=[_units_entry(units)])).status_code
+            == 202
+        )
+    telemetry_aggregate()
+    # And a later batch of the new version for the same minute
+    late = _v2_units(f"u{i}" for i in range(1500, 3000))
+    assert (
+        post(prod_key, make_batch(window=[end - 1, end], evaluations=[_units_entry(late)])).status_code == 202
+    )
+    telemetry_aggregate()
+    # Then the minute's row holds one sketch per version, never one merged across them
+    row = EvaluationRollup.objects.get()
+    assert set(sketch_versions(bytes(row.units))) == {1, 2}
+    # And the distinct units read from the new version alone: 2,000
+    (exposure,) = selectors.exposures(
+        environment="prod", flag="use_zstd", since=datetime.fromtimestamp(end - 120, tz=UTC)
+    )
+    assert exposure.evaluations == 3
+    assert abs(exposure.units - 2000) <= 3 * STANDARD_ERROR * 2000

@@ -17,6 +17,7 @@ from telemetry.sketch import (
     sketch_empty,
     sketch_estimate,
     sketch_merge,
+    sketch_versions,
 )
 
 
@@ -39,14 +40,48 @@ def test_sketch_add__pinned_registers__as_the_wire_format_defines():
     assert sum(1 for r in registers if r) == 1
 
 
-def test_sketch__same_registers_as_the_sdk():
+def v2_sketch_of(texts):
+    """A version-2 sketch as the wire defines it: register h & 255, rank = trailing zeros of
+    h >> 8 plus one, h = the first 15 hex digits of sha1 of the bucketing text."""
+    import hashlib
+
+    registers = bytearray(REGISTERS)
+    for text in texts:
+        h = int(hashlib.sha1(text.encode()).hexdigest()[:15], 16)
+        rest = h >> 8
+        rank = (rest & -rest).bit_length()
+        registers[h & 255] = max(registers[h & 255], rank)
+    return b"\x02" + bytes(registers)
+
+
+def test_sketch__version_2__same_registers_as_the_sdk():
     hll = pytest.importorskip("analemma_sdk.telemetry.hll")
-    units = [f"exec-{i}" for i in range(3000)]
-    theirs = hll.Sketch()
-    for unit in units:
-        theirs.add(unit)
-    assert bytes(theirs.registers) == sketch_of(units)
-    assert sketch_estimate(bytes(theirs.registers)) == pytest.approx(theirs.estimate())
+    texts = [f"use_zstd..exec-{i}" for i in range(3000)]
+    theirs = hll.Sketch().update(texts)
+    assert base64.b64decode(theirs.to_base64()) == v2_sketch_of(texts)
+    assert sketch_estimate(v2_sketch_of(texts)) == pytest.approx(theirs.estimate())
+    assert abs(theirs.estimate() - 3000) <= 3 * STANDARD_ERROR * 3000
+
+
+def test_sketch_merge__two_versions__kept_apart_and_estimated_from_the_newest():
+    # Given an old SDK's sketch of 0-1999 and a new SDK's of 1000-2999 and 2000-3999
+    old = sketch_of(f"u{i}" for i in range(2000))
+    new_a = v2_sketch_of(f"use_zstd..u{i}" for i in range(1000, 3000))
+    new_b = v2_sketch_of(f"use_zstd..u{i}" for i in range(2000, 4000))
+    # When they are merged, in any order and in steps (a rollup row merged again later)
+    merged = sketch_merge([new_a, old, new_b])
+    assert sketch_merge([sketch_merge([old, new_a]), new_b]) == merged
+    # Then each version is merged with its own kind only
+    parts = sketch_versions(merged)
+    assert parts == {1: old, 2: v2_sketch_of(f"use_zstd..u{i}" for i in range(1000, 4000))[1:]}
+    assert len(merged) == 2 * (REGISTERS + 1)
+    # And the estimate counts the newest version's units: 3,000, not 2,000 + 3,000 or more
+    assert abs(sketch_estimate(merged) - 3000) <= 3 * STANDARD_ERROR * 3000
+    # While version 1 alone stays as rows before version 2 hold it, and still estimates
+    assert sketch_merge([old, old]) == old and abs(sketch_estimate(old) - 2000) <= 3 * STANDARD_ERROR * 2000
+    for broken in (b"", bytes(100), b"\x09" + bytes(REGISTERS), 2 * (b"\x02" + bytes(REGISTERS))):
+        with pytest.raises(ValueError):
+            sketch_versions(broken)
 
 
 @pytest.mark.parametrize("distinct", [0, 1, 10, 200, 1000, 20_000])

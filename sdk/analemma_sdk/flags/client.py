@@ -6,11 +6,14 @@ step. Nothing here raises into the caller: on any failure the client serves the 
 document (reason ``stale``), then the caller's defaults (reason ``error``), and each call waits
 on the network for at most ``timeout`` seconds in all.
 
-Telemetry (on unless ``telemetry=False`` or ``ANALEMMA_TELEMETRY=false``): each evaluation is
-logged in memory (flag, variant, value, reason, unit) and the counts go to the service with
-the next document refresh that reaches it, within what is left of that refresh's ``timeout``,
-or with ``flush(timeout=...)`` at the end of a handler. ``analemma_sdk.telemetry`` loads when
-the log is first counted (every 256 evaluations) or sent, and never when telemetry is off.
+Telemetry (on when the client has a URL and a key, unless ``telemetry=False`` or
+``ANALEMMA_TELEMETRY=false``): each evaluation is counted into its outcome's tally inside the
+compiled flag (``tally``: one counter call, and the unit's bucketing hash into a sketch), and
+the counts go to the service with the next document refresh that reaches it, within what is
+left of that refresh's ``timeout``, or with ``flush(timeout=...)`` at the end of a handler.
+Evaluations with no compiled outcome (an unknown flag, a type mismatch, a stale document) are
+logged instead and counted in bulk. ``analemma_sdk.telemetry`` loads when a batch is first
+taken (a send, or 256 logged evaluations), and never when telemetry is off.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ _USE_DEFAULT_PATH = object()
 DEFAULT_FLUSH_TIMEOUT = 0.5
 MIN_TELEMETRY_BUDGET = 0.05  # a refresh that left less than this for telemetry sends none
 TELEMETRY_FOLD_AT = 256  # logged evaluations counted at once (telemetry.recorder.FOLD_AT)
+MAX_RETIRED = 8  # replaced flag sets kept for their tallies before they are counted
 
 READY = "ready"
 STALE_STATE = "stale"
@@ -124,9 +128,9 @@ class FlagClient:
     key in the temp dir; ``None`` for none). ``bootstrap``: a document, or the path of a JSON
     snapshot bundled with the code, served until the first fetch succeeds. ``clock``: the
     monotonic seconds refreshes are scheduled by (``time.monotonic``; a test may step its own).
-    ``telemetry``: False sends nothing and counts nothing (so does ``ANALEMMA_TELEMETRY=false``);
-    ``telemetry_units``: False (or ``ANALEMMA_TELEMETRY_UNITS=false``) leaves the distinct-unit
-    sketch out, which costs one sha256 per distinct unit per batch.
+    ``telemetry``: on by default when ``base_url`` and ``sdk_key`` are set; False sends nothing
+    and counts nothing (so does ``ANALEMMA_TELEMETRY=false``); ``telemetry_units``: False (or
+    ``ANALEMMA_TELEMETRY_UNITS=false``) leaves the distinct-unit sketch out.
     """
 
     def __init__(
@@ -173,15 +177,16 @@ class FlagClient:
         self._http_status: int | None = None
         self._error: str | None = None
         self._unauthorized = False
-        # Evaluations logged for telemetry, counted in bulk by its recorder (loaded when the log
-        # is first counted or sent); None when telemetry is off.
-        self._log: list[tuple[Any, ...]] | None = [] if telemetry_enabled(telemetry) else None
+        # Telemetry: compiled flags count their outcomes ("counts", or "units" with the
+        # distinct-unit sketch); the log holds evaluations with no compiled outcome (counted in
+        # bulk by the recorder, loaded when a batch is first taken). None: telemetry is off.
+        on = telemetry_enabled(telemetry, default=bool(self.base_url and sdk_key))
+        self._telemetry_units = bool(telemetry_enabled(telemetry_units, "ANALEMMA_TELEMETRY_UNITS"))
+        self._counting = ("units" if self._telemetry_units else "counts") if on else None
+        self._log: list[tuple[Any, ...]] | None = [] if on else None
+        self._retired: list[FlagSet] = []  # replaced flag sets whose tallies no batch took yet
+        self._draining: list[FlagSet] = []  # replaced flag sets one batch took already
         self._telemetry: Telemetry | None = None
-        self._telemetry_units = (
-            telemetry_units
-            if telemetry_units is not None
-            else telemetry_enabled(None, "ANALEMMA_TELEMETRY_UNITS")
-        )
         if bootstrap is not None:
             self._load_bootstrap(bootstrap)
         self._load_file_cache()
@@ -272,29 +277,37 @@ class FlagClient:
             flag = flagset.flags.get(key) if flagset is not None else None
             if unit is not None and unit.__class__ is not str:
                 unit = str(unit)
-            if flag is None:
+            if flag is None or not accepts(flag.default):  # a flag serves values of one kind
                 outcome: tuple[Any, str | None, str] = (default, None, ERROR)
-            else:
+            elif self._stale:
                 outcome = flag.evaluate(unit, attributes)  # (value, variant, reason), shared
-                if not accepts(outcome[0]):
-                    outcome = (default, None, ERROR)
-                elif self._stale:
-                    outcome = (outcome[0], outcome[1], STALE)
+                outcome = (outcome[0], outcome[1], STALE)
+            elif self._counting is not None:
+                return flag.counted(unit, attributes)[0]  # counted in the flag's tally
+            else:
+                return flag.evaluate(unit, attributes)[0]
         except Exception:  # evaluation must never raise into the caller
             return default
         log = self._log
         if log is not None:
-            # One C call, atomic, no lock; the recorder counts the log in bulk.
-            log.append((key, outcome, unit if self._telemetry_units else None))
-            if len(log) >= 256:  # TELEMETRY_FOLD_AT, as a constant: this is the hot path
-                self._fold_telemetry()
+            self._log_evaluation(key, outcome, flag, unit)
         return outcome[0]
 
-    def _log_evaluation(self, key: str, details: FlagDetails, unit: str | None) -> None:
+    def _log_evaluation(self, key: str, outcome: tuple[Any, ...], flag: Any, unit: str | None) -> None:
+        """Log an evaluation no compiled outcome counts (one C call, atomic, no lock); the
+        recorder counts the log in bulk. The unit is kept as the flag's bucketing text, which
+        the sketch hashes."""
         log = self._log
         if log is not None:
-            outcome = (details.value, details.variant, details.reason)
-            log.append((key, outcome, unit if self._telemetry_units else None))
+            text = None
+            if unit is not None and self._telemetry_units:
+                if flag is None:
+                    text = f"{key}..{unit}"  # no flag: hashed as a flag with no salt would be
+                elif flag.seed is not None:
+                    text = f"{flag.seed}.{unit}"
+                else:
+                    text = f"{key}.{flag.salt}.{unit}"
+            log.append((key, outcome, text))
             if len(log) >= TELEMETRY_FOLD_AT:
                 self._fold_telemetry()
 
@@ -303,30 +316,37 @@ class FlagClient:
             unit = None if unit is None else str(unit)
         except Exception:  # evaluation must never raise into the caller
             return FlagDetails(key, default, ERROR, None, error=GENERAL)
-        details = self._uncounted_details(key, unit, default, attributes, accepts)
-        self._log_evaluation(key, details, unit)
+        details, flag = self._counted_details(key, unit, default, attributes, accepts)
+        if details.reason in (ERROR, STALE):  # no compiled outcome counted it
+            self._log_evaluation(key, (details.value, details.variant, details.reason), flag, unit)
         return details
 
-    def _uncounted_details(
+    def _counted_details(
         self, key: str, unit: str | None, default: Any, attributes: Any, accepts: Any
-    ) -> FlagDetails:
-        revision = None
+    ) -> tuple[FlagDetails, Any]:
+        """The details, counted in the flag's tally when a compiled outcome served them; and
+        the flag, if any."""
+        revision = flag = None
         try:
             if self._clock() >= self._next_check:
                 self._refresh()
             flagset = self._flagset
             if flagset is None:
-                return FlagDetails(key, default, ERROR, None, error=PROVIDER_NOT_READY)
+                return FlagDetails(key, default, ERROR, None, error=PROVIDER_NOT_READY), None
             revision = flagset.revision
             flag = flagset.flags.get(key)
             if flag is None:
-                return FlagDetails(key, default, ERROR, revision, error=FLAG_NOT_FOUND)
-            value, variant, reason = flag.evaluate(unit, attributes)
-            if not accepts(value):
-                return FlagDetails(key, default, ERROR, revision, error=TYPE_MISMATCH)
-            return FlagDetails(key, value, STALE if self._stale else reason, revision, variant)
+                return FlagDetails(key, default, ERROR, revision, error=FLAG_NOT_FOUND), None
+            if not accepts(flag.default):
+                return FlagDetails(key, default, ERROR, revision, error=TYPE_MISMATCH), flag
+            if self._stale:
+                value, variant, _ = flag.evaluate(unit, attributes)
+                return FlagDetails(key, value, STALE, revision, variant), flag
+            evaluate = flag.counted if self._counting is not None else flag.evaluate
+            value, variant, reason = evaluate(unit, attributes)
+            return FlagDetails(key, value, reason, revision, variant), flag
         except Exception:  # evaluation must never raise into the caller
-            return FlagDetails(key, default, ERROR, revision, error=GENERAL)
+            return FlagDetails(key, default, ERROR, revision, error=GENERAL), flag
 
     # State -----------------------------------------------------------------------------
     @property
@@ -378,8 +398,8 @@ class FlagClient:
         """Send the telemetry recorded so far (for the end of a handler): returns within
         ``timeout`` seconds, never raises; True when it was delivered or there was nothing to
         send. What could not be sent waits for the next batch (see ``telemetry.sender``)."""
-        if not self._log and self._telemetry is None:
-            return True  # off, or nothing recorded yet
+        if not self._recorded():
+            return True  # off, or nothing counted yet
         try:
             sink = self.telemetry_sink()
         except Exception:  # never into the caller
@@ -396,15 +416,45 @@ class FlagClient:
                 from ..telemetry.sender import Telemetry
 
                 self._telemetry = Telemetry(
-                    self.base_url, self._key, units=self._telemetry_units, log=self._log
+                    self.base_url,
+                    self._key,
+                    units=self._telemetry_units,
+                    log=self._log,
+                    tallies=self._tallies,
                 )
         return self._telemetry
 
+    def _recorded(self) -> builtins.bool:
+        """Whether anything may be waiting to be sent, without loading the telemetry package:
+        something logged, a sink already made, or a flag that has counted (its tallies exist)."""
+        if self._log is None:
+            return False
+        if self._log or self._telemetry is not None:
+            return True
+        try:
+            flagset = self._flagset
+            sets = [*self._retired, *self._draining, *([flagset] if flagset is not None else [])]
+            return any(flag.tallies for each in sets for flag in each.flags.values())
+        except Exception:  # never into an evaluation: a batch taken finds out
+            return True
+
+    def _tallies(self) -> list[Any]:
+        """The compiled flags whose tallies the next batch takes: the current flag set's, and
+        those of the flag sets it replaced. A replaced set is taken by two batches: another
+        thread may be finishing an evaluation on it as the first takes it."""
+        retired, self._retired = self._retired, []
+        draining, self._draining = self._draining, retired
+        flagset = self._flagset
+        sets = [*draining, *retired, *([flagset] if flagset is not None else [])]
+        return [flag for each in sets for flag in each.flags.values()]
+
     def _fold_telemetry(self) -> None:
+        """Count the log now (it is full), and the tallies of replaced flag sets, if too many
+        are waiting."""
         try:
             sink = self._telemetry or self.telemetry_sink()
             if sink is not None:
-                sink.recorder.fold()
+                sink.recorder.fold(tallies=len(self._retired) > MAX_RETIRED)
         except Exception:  # telemetry must never fail an evaluation
             pass
 
@@ -420,7 +470,7 @@ class FlagClient:
             reached = self._load_file_cache() or self._fetch_guarded()
         finally:
             self._lock.release()
-        if reached and (self._log or self._telemetry is not None):
+        if reached and self._recorded():
             # The counts ride along, within what the refresh left of its time bound.
             left = self.timeout - (time.monotonic() - started)
             if left >= MIN_TELEMETRY_BUDGET:
@@ -491,9 +541,16 @@ class FlagClient:
         return self._accept(document), etag
 
     def _accept(self, document: Any) -> FlagSet:
-        flagset = FlagSet(document, environment=self.environment)
+        """The document compiled (with tallies when telemetry is on). The flag set it replaces
+        waits, with its tallies, for the next batch."""
+        flagset = FlagSet(document, environment=self.environment, telemetry=self._counting)
         if self.environment is None:
             self.environment = flagset.environment  # from now on, only this environment
+        current = self._flagset
+        if self._counting is not None and current is not None:
+            self._retired.append(current)
+            if len(self._retired) > MAX_RETIRED:  # no batch taken for a while: count them now
+                self._fold_telemetry()
         return flagset
 
     def _confirmed(self, status: int, fetched_at: float) -> None:
@@ -599,6 +656,10 @@ class FlagClient:
         self._lock = _thread.allocate_lock()  # a lock held by another thread at fork stays held
         if self._log is not None:
             del self._log[:]  # the parent reports what it logged (telemetry.sender forgets the rest)
+            self._retired, self._draining = [], []
+            for flag in self._flagset.flags.values() if self._flagset is not None else ():
+                for tally in flag.tallies:
+                    tally.forget()
         left = self._next_check - self._clock()
         if left > 0:
             self._next_check = self._clock() + left * _jitter()  # children do not poll in step

@@ -17,12 +17,14 @@ switched on with no value serves ``True``.
 
 from __future__ import annotations
 
+import _thread
 from collections.abc import Mapping
 
-from ..bucketing import bucket_value, variant_index
+from ..bucketing import bucket_hash, sketch_add, variant_index
 
 # DOCUMENT_FORMAT, KINDS and RULE_OPS were defined here before spec.py owned them.
 from .spec import DOCUMENT_FORMAT, KINDS, RULE_OPS, UNIT_ATTRIBUTE, InvalidDocumentError, check_document
+from .tally import Tally, rank_table
 
 TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
 if TYPE_CHECKING:
@@ -50,6 +52,10 @@ FLAG_NOT_FOUND = "FLAG_NOT_FOUND"
 TYPE_MISMATCH = "TYPE_MISMATCH"
 PROVIDER_NOT_READY = "PROVIDER_NOT_READY"
 GENERAL = "GENERAL"
+
+_LONG_SCALE = float(0xFFFFFFFFFFFFFFF)  # bucketing's: bucket_hash / this = bucket_value
+_RANKS = b""  # tally.rank_table(), made when a flag is first compiled with the unit sketch
+_compiling = _thread.allocate_lock()  # two threads' first counted evaluations make one set
 
 
 class FlagDetails:
@@ -125,9 +131,18 @@ class CompiledFlag:
         "_on",
         "_default",
         "_variants",
+        "tallies",
+        "_units",
+        "_tally_of",
+        "_on_tally",
+        "_default_tally",
+        "_variant_tallies",
+        "_bucketed",
     )
 
-    def __init__(self, key: str, spec: Mapping[str, Any]) -> None:
+    def __init__(self, key: str, spec: Mapping[str, Any], telemetry: str | None = None) -> None:
+        """``telemetry``: None counts nothing; ``"counts"`` or ``"units"`` keeps a tally per
+        outcome (``tally.Tally``) that ``counted()`` adds to, with the unit sketch or without."""
         self.key = key
         self.kind = spec["kind"]
         self.default = spec["default"]
@@ -158,6 +173,70 @@ class CompiledFlag:
         self.bucket_by = spec.get("bucket_by") or UNIT_ATTRIBUTE
         self.salt = spec.get("salt") or ""
         self.seed = spec.get("seed")
+        self.tallies: tuple[Tally, ...] = ()
+        self._units = telemetry == "units"
+        self._tally_of: dict[int, Tally] | None = None  # made by the first counted()
+        self._bucketed = False
+
+    def _compile_tallies(self) -> None:
+        """The tallies, once (the flag's first counted evaluation, whichever thread)."""
+        global _RANKS
+        with _compiling:
+            if self._tally_of is not None:
+                return
+            if self._units and not _RANKS:
+                _RANKS = rank_table()
+            self._make_tallies(self._units)
+
+    def _make_tallies(self, units: bool) -> None:
+        prefix = f"{self.seed}." if self.seed is not None else f"{self.key}.{self.salt}."
+        outcomes = [self._off, self._on, self._default, *self._variants, *self.targets.values()]
+        outcomes += [rule[3] for rule in self.rules]
+        tally_of = {id(o): Tally(o, prefix, units) for o in outcomes}
+        self.tallies = tuple(tally_of.values())
+        self._on_tally = tally_of[id(self._on)]
+        self._default_tally = tally_of[id(self._default)]
+        self._variant_tallies = tuple(tally_of[id(o)] for o in self._variants)
+        # Set last, in this order: a thread that sees either finds the tallies it needs.
+        self._tally_of = tally_of
+        # Whether counted() may bucket by itself: the unit is the bucketing key and nothing
+        # (the kill switch, targets, rules) comes before the bucketing.
+        self._bucketed = (
+            self.enabled and not self.targets and not self.rules and self.bucket_by == UNIT_ATTRIBUTE
+        )
+
+    def counted(self, unit: str | None, attributes: Mapping[str, Any] | None) -> tuple[Any, str | None, str]:
+        """``evaluate()``, counted into the outcome's tally (made by the flag's first counted
+        evaluation: a flag set compiles as fast with telemetry as without, and a cold start
+        evaluates few of its flags). A bucketed unit's hash feeds the sketch as it is."""
+        if not self._bucketed or unit is None:
+            tally_of = self._tally_of
+            if tally_of is None:
+                self._compile_tallies()
+                return self.counted(unit, attributes)
+            outcome = self.evaluate(unit, attributes)
+            tally_of[id(outcome)].add(unit)
+            return outcome
+        h = bucket_hash(self.key, self.salt, unit, self.seed)
+        if self.weights:
+            index = variant_index(h / _LONG_SCALE, self.weights)
+            outcome, tally = self._variants[index], self._variant_tallies[index]
+        elif h / _LONG_SCALE < self.fraction:
+            outcome, tally = self._on, self._on_tally
+        else:
+            outcome, tally = self._default, self._default_tally
+        next(tally.count)
+        registers = tally.registers
+        if registers is not None:  # bucketing.sketch_add, inline: register h & 255, rank by table
+            low = h & 0xFFFF
+            rank = _RANKS[low]
+            if rank > registers[low & 255]:
+                registers[low & 255] = rank
+            elif not rank:  # bits 8-15 all zero (1 in 256): a rank over 8
+                sketch_add(registers, (h,))
+        elif tally.units:
+            tally.start(h)
+        return outcome
 
     def evaluate(self, unit: str | None, attributes: Mapping[str, Any] | None) -> tuple[Any, str | None, str]:
         """(value, variant, reason) for this unit."""
@@ -175,7 +254,7 @@ class CompiledFlag:
             if not self.weights and self.fraction >= 1.0:
                 return self._on
             return self._default
-        bucket = bucket_value(self.key, self.salt, str(key), self.seed)
+        bucket = bucket_hash(self.key, self.salt, str(key), self.seed) / _LONG_SCALE  # bucket_value
         if self.weights:
             return self._variants[variant_index(bucket, self.weights)]
         if bucket < self.fraction:
@@ -194,9 +273,14 @@ class FlagSet:
 
     __slots__ = ("environment", "revision", "flags", "raw")
 
-    def __init__(self, document: Any, *, environment: str | None = None) -> None:
+    def __init__(
+        self, document: Any, *, environment: str | None = None, telemetry: str | None = None
+    ) -> None:
+        """``telemetry``: None, ``"counts"`` or ``"units"`` (see ``CompiledFlag``)."""
         check_document(document, environment=environment)
         self.environment = document["environment"]
         self.revision = document["revision"]
-        self.flags = {str(key): CompiledFlag(str(key), spec) for key, spec in document["flags"].items()}
+        self.flags = {
+            str(key): CompiledFlag(str(key), spec, telemetry) for key, spec in document["flags"].items()
+        }
         self.raw = document

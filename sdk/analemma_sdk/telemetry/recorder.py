@@ -1,12 +1,14 @@
 """The in-memory recorder: what happened since the last batch, in bounded memory.
 
-An evaluation is one ``list.append`` of (flag, (value, variant, reason), unit): atomic under
-the GIL, no lock, no hashing. The flag client logs the outcome tuple its compiled flag hands
-out, so repeats compare by identity when they are counted. Every ``FOLD_AT`` evaluations, and
-when a batch is taken, the log is counted at C speed (``_collections._count_elements``, what
-``Counter`` counts with) into per-(flag, variant, value, reason) counts, and each key's unit ids
-are hashed into its HyperLogLog sketch, once per distinct unit. The log is kept short so that it
-stays in the CPU's cache and its tuples mostly die before the garbage collector looks at them.
+Most evaluations are counted where they happen, in the compiled flag's per-outcome tallies
+(``flags.tally``: a counter call, and the unit's bucketing hash into a sketch); a batch takes
+them (``tallies``, the flag client's compiled flags). The rest (an unknown flag, a type
+mismatch, a stale document, ``evaluation()``) are one ``list.append`` each of (flag, (value,
+variant, reason), bucketing text of the unit): atomic under the GIL, no lock, no hashing.
+Every ``FOLD_AT`` of those, and when a batch is taken, the log is counted at C speed
+(``_collections._count_elements``, what ``Counter`` counts with) into per-(flag, variant,
+value, reason) counts, and each key's units are hashed into its sketch (version 2, see
+``hll``), once per distinct unit.
 
 Hydrator cohorts keep counters and log2 latency histograms. Past the caps (distinct keys,
 cohorts) an event is not kept but counted in ``dropped``, which the next batch reports.
@@ -17,12 +19,13 @@ from __future__ import annotations
 import _thread
 import time
 
-from .hll import M, update
+from ..bucketing import bucket_hashes, sketch_add
+from .hll import M, merge_into
 from .wire import SDK_NAME, WIRE_VERSION, batch_id, cohort_item, evaluation_items, json_key
 
 TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from typing import Any
 
 __all__ = ["Cohort", "Recorder", "latency_bucket"]
@@ -96,15 +99,19 @@ class Recorder:
         fold_at: int = FOLD_AT,
         sdk_version: str = "",
         log: list[tuple[Any, ...]] | None = None,
+        tallies: Callable[[], list[Any]] | None = None,
     ) -> None:
         """``log``: the list evaluations are appended to (the flag client's own, which it
-        fills before this module is loaded)."""
+        fills before this module is loaded). ``tallies``: the compiled flags
+        (``flags.document.CompiledFlag``) whose tallies a batch takes, called once per batch."""
         self._lock = _thread.allocate_lock()
         self.track_units = bool(units)
         self.max_keys = max_keys
         self.max_cohorts = max_cohorts
         self.fold_at = fold_at
         self.log: list[tuple[Any, ...]] = log if log is not None else []
+        self._tallies = tallies
+        self._harvested_at = time.time()
         self.sdk_version = sdk_version
         self._counts: dict[tuple[Any, ...], int] = {}
         self._sketches: dict[tuple[Any, ...], bytearray] = {}
@@ -115,17 +122,40 @@ class Recorder:
 
     # Evaluations ---------------------------------------------------------------------
     def evaluation(self, flag: str, variant: str | None, value: Any, reason: str, unit: str | None) -> None:
-        """Count one evaluation (the flag client does the same inline)."""
+        """Count one evaluation of ``flag`` (a flag with no salt nor seed, for the sketch)."""
         log = self.log
-        log.append((flag, (value, variant, reason), unit if self.track_units else None))
+        text = f"{flag}..{unit}" if unit is not None and self.track_units else None
+        log.append((flag, (value, variant, reason), text))
         if len(log) >= self.fold_at:
             self.fold()
 
-    def fold(self) -> None:
-        """Count the logged evaluations, and hash their unit ids into their keys' sketches.
-        Evaluations logged meanwhile stay in the log for the next fold."""
+    def fold(self, *, tallies: bool = False) -> None:
+        """Count the logged evaluations, and hash their units into their keys' sketches.
+        Evaluations logged meanwhile stay in the log for the next fold. ``tallies``: take the
+        compiled flags' tallies too."""
         with self._lock:
             self._fold()
+            if tallies:
+                self._harvest()
+
+    def _keep(self, key: tuple[Any, ...], n: int) -> bool:
+        """Add ``n`` evaluations to ``key``; False when the key is over the cap (dropped)."""
+        counts = self._counts
+        count = counts.get(key)
+        if count is None:
+            if len(counts) >= self.max_keys:
+                self.dropped += n
+                return False
+            self.touch()
+            count = 0
+        counts[key] = count + n
+        return True
+
+    def _registers(self, key: tuple[Any, ...]) -> bytearray:
+        registers = self._sketches.get(key)
+        if registers is None:
+            registers = self._sketches[key] = bytearray(M)
+        return registers
 
     def _fold(self) -> None:
         log = self.log
@@ -133,28 +163,39 @@ class Recorder:
             return
         events = log.copy()
         del log[: len(events)]  # not log.clear(): what was appended since the copy stays
-        drained = _tally(events).items()
-        counts = self._counts
         by_key: dict[tuple[Any, ...], list[str]] = {}
-        for event, n in drained:
+        for event, n in _tally(events).items():
             outcome = event[1]
             key = (event[0], outcome[1], outcome[0], outcome[2])
-            count = counts.get(key)
-            if count is None:
-                if len(counts) >= self.max_keys:
-                    self.dropped += n
-                    continue
-                self.touch()
-                count = 0
-            counts[key] = count + n
-            if event[2] is not None:
+            if self._keep(key, n) and event[2] is not None:
                 by_key.setdefault(key, []).append(event[2])
-        sketches = self._sketches
-        for key, units in by_key.items():
-            registers = sketches.get(key)
-            if registers is None:
-                registers = sketches[key] = bytearray(M)
-            update(registers, units)
+        for key, texts in by_key.items():
+            sketch_add(self._registers(key), bucket_hashes(texts))
+
+    def _harvest(self) -> None:
+        """Take the compiled flags' tallies into the counts and sketches."""
+        if self._tallies is None:
+            return
+        # The tallies counted since the last harvest: the window opens then at the latest.
+        since, self._harvested_at = self._harvested_at, time.time()
+        started = self._started
+        for flag in self._tallies():
+            for tally in flag.tallies:
+                n, registers = tally.take()
+                if not n:
+                    continue
+                value, variant, reason = tally.outcome
+                if isinstance(value, dict | list):
+                    value = json_key(value)
+                key = (flag.key, variant, value, reason)
+                if self._keep(key, n) and registers is not None:
+                    mine = self._sketches.get(key)
+                    if mine is None:
+                        self._sketches[key] = registers
+                    else:
+                        merge_into(mine, registers)
+        if started is None and self._started is not None:
+            self._started = since
 
     # Cohorts -------------------------------------------------------------------------
     def cohort(self, cohort: Mapping[str, Any]) -> Cohort:
@@ -180,6 +221,7 @@ class Recorder:
         nothing to report. Counters start again from zero."""
         with self._lock:
             self._fold()
+            self._harvest()
             counts, self._counts = self._counts, {}
             sketches, self._sketches = self._sketches, {}
             dropped, self.dropped = self.dropped, 0
@@ -236,10 +278,8 @@ class Recorder:
         if item.get("units"):
             import binascii  # builtin
 
-            registers = self._sketches.setdefault(key, bytearray(M))
-            for index, rank in enumerate(binascii.a2b_base64(item["units"])):
-                if rank > registers[index]:
-                    registers[index] = rank
+            # This recorder's own batch: a version byte (2), then the registers.
+            merge_into(self._registers(key), binascii.a2b_base64(item["units"])[1:])
 
     def _restore_cohort(self, item: Mapping[str, Any]) -> None:
         key = _cohort_key(item["cohort"])

@@ -22,7 +22,7 @@ from .wire import batch_id, encode
 
 TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from typing import Any
 
 __all__ = ["MAX_BODY_BYTES", "Telemetry"]
@@ -51,11 +51,12 @@ class Telemetry:
         timeout: float = DEFAULT_FLUSH_TIMEOUT,
         units: bool = True,
         log: list[tuple[Any, ...]] | None = None,
+        tallies: Callable[[], list[Any]] | None = None,
     ) -> None:
         self.url = str(base_url or "").rstrip("/") + PATH
         self._key = str(key or "")
         self.timeout = float(timeout)
-        self.recorder = Recorder(units=units, sdk_version=__version__, log=log)
+        self.recorder = Recorder(units=units, sdk_version=__version__, log=log, tallies=tallies)
         self._lock = _thread.allocate_lock()
         self._not_before = 0.0  # monotonic: a 429's Retry-After, or a pause after a refusal
         self.batches_sent = 0

@@ -1,6 +1,7 @@
 """Telemetry wire format v1: the limits it sets and how a batch's parts are written.
 
-See ``POST /api/v1/telemetry``: evaluations (flag, variant, value, reason, count, units),
+See ``POST /api/v1/telemetry``: evaluations (flag, variant, value, reason, count, units: a
+distinct-unit sketch, version 2 since this SDK takes units from their bucketing hash, see ``hll``),
 statebag cohorts (counters, log2 latency histograms), ``dropped``, a batch id for idempotency.
 """
 
@@ -70,7 +71,7 @@ def evaluation_items(
 ) -> tuple[list[dict[str, Any]], int]:
     """The wire's evaluation entries, and how many evaluations the wire cannot carry (a
     malformed flag key, reason or variant, a value over 1 KiB)."""
-    import binascii  # builtin
+    from .hll import encode_registers
 
     items = []
     unfit = 0
@@ -88,7 +89,7 @@ def evaluation_items(
         }
         registers = sketches.get(key)
         if registers is not None:
-            item["units"] = binascii.b2a_base64(bytes(registers), newline=False).decode("ascii")
+            item["units"] = encode_registers(registers)
         items.append(item)
     return items, unfit
 
