@@ -2,6 +2,7 @@
 
     python bench/dehydrate_throughput.py [--sizes 1 2 8] [--reps 7] [--corpus DIR]
                                          [--field NAME ...] [--search walk] [--json-only]
+                                         [--clock cpu|wall]
 
 Fields (each the value of one state field):
 * ``airline``: whole agent conversations of the corpus (``{task_id, reward, info, traj,
@@ -24,13 +25,19 @@ Programs, timed on the same field in turn (single thread, several repetitions, t
   planning paths.
 * ``search`` and ``walk``: the NaN/Infinity search ``value_json`` runs on a value whose JSON
   holds a null, and the pure-Python walk it falls back to, alone.
+* ``encode`` and ``sha256``: the encoder alone (orjson's ``dumps``, or the standard library's
+  when orjson is hidden), and the digest of the encoded bytes alone: with ``search`` and
+  zstd-3, the parts a dehydration cannot skip, so the table shows where the rest goes.
 
 Each program runs once untimed before each timed run, so each is measured with its own data in
 the caches, as a dehydration right after a step built its state would be; ``core`` and
 ``dehydrate`` write into an empty folder each time (a new pack, not one written over itself).
-Ratios are throughput over zstd-3's from the same repetitions (the JSON also has them from the
-fastest runs, less disturbed by other load). The whole is run twice: with orjson, and in a
-child process with orjson hidden (the standard library only). Prints a table, then JSON as the
+Times are the thread's CPU time (``--clock cpu``, the default: on a shared machine, time spent
+waiting for a core is not the program's cost, and wall time then varies several-fold between
+runs) or wall time (``--clock wall``). Ratios are throughput over zstd-3's from the same
+repetitions (the JSON also has them from the fastest runs, less disturbed by other load). The
+whole is run twice: with orjson, and in a child process with orjson hidden (the standard
+library only). Prints a table, then JSON as the
 last line. ``--search walk`` makes ``value_json`` use the walk alone everywhere (the
 ``dehydrate`` rows too), as it did before the fast search.
 """
@@ -85,6 +92,10 @@ def numeric_field(megabytes: float) -> dict[str, Any]:
     return {"sensor": "bench-1", "unit": "C", "rows": rows}
 
 
+CLOCKS = {"cpu": time.thread_time, "wall": time.perf_counter}
+clock = CLOCKS["cpu"]
+
+
 def timed(run: Callable[[], object], prepare: Callable[[], object] | None = None) -> float:
     """One warm-up run, then one timed run (``prepare`` before each, untimed)."""
     if prepare is not None:
@@ -92,9 +103,9 @@ def timed(run: Callable[[], object], prepare: Callable[[], object] | None = None
     run()
     if prepare is not None:
         prepare()
-    started = time.perf_counter()
+    started = clock()
     run()
-    return time.perf_counter() - started
+    return clock() - started
 
 
 def measure_field(value: Any, fields: list[str], reps: int, store_root: Path) -> dict[str, Any]:
@@ -124,6 +135,10 @@ def measure_field(value: Any, fields: list[str], reps: int, store_root: Path) ->
         stores[0].put(pack_key(IDS["owner_id"], pack.digest), pack.data)
 
     search = canonical._has_non_finite
+    orjson = canonical._load_orjson()
+    encode: Callable[[], object] = (
+        (lambda: orjson.dumps(value)) if orjson is not None else (lambda: canonical.value_json(value))
+    )
 
     def core_walk() -> None:
         canonical._has_non_finite = canonical._walk_non_finite  # type: ignore[assignment]  # same signature
@@ -152,6 +167,8 @@ def measure_field(value: Any, fields: list[str], reps: int, store_root: Path) ->
         **{f"dehydrate {name}": (dehydrate(name), fresh_hydrator) for name in fields},
         "search": (lambda: canonical._has_non_finite(value), None),
         "walk": (lambda: canonical._walk_non_finite(value), None),
+        "encode": (encode, None),
+        "sha256": (lambda: canonical.sha256_hex(raw), None),
     }
     times: dict[str, list[float]] = {name: [] for name in programs}
     for _ in range(reps):
@@ -216,8 +233,13 @@ def main() -> None:
     parser.add_argument("--stdlib", action="store_true", help="the standard library only (no orjson)")
     parser.add_argument("--search", choices=["fast", "walk"], default="fast", help="walk: the search before")
     parser.add_argument("--json-only", action="store_true", help="print only the JSON line")
+    parser.add_argument(
+        "--clock", choices=sorted(CLOCKS), default="cpu", help="the thread's CPU time, or wall"
+    )
     parser.add_argument("--no-stdlib-run", action="store_true", help="skip the standard-library child run")
     args = parser.parse_args()
+    global clock
+    clock = CLOCKS[args.clock]
 
     if args.search == "walk":
         walk_only()
@@ -227,14 +249,25 @@ def main() -> None:
         return
     encoders = {"orjson": run_all(args)}
     if not args.no_stdlib_run:
-        child = [sys.executable, __file__, "--stdlib", "--reps", str(max(3, args.reps // 2))]
+        child = [
+            sys.executable,
+            __file__,
+            "--stdlib",
+            "--reps",
+            str(max(3, args.reps // 2)),
+            "--clock",
+            args.clock,
+        ]
         child += ["--sizes", *map(str, args.sizes), "--corpus", str(args.corpus), "--field", *args.field]
         done = subprocess.run(child, capture_output=True, text=True, check=True, env=dict(os.environ))
         encoders["stdlib"] = json.loads(done.stdout.strip().splitlines()[-1])
 
     if not args.json_only:
-        print(f"median of {args.reps} interleaved runs each, single thread, {sys.executable}")
+        print(
+            f"median of {args.reps} interleaved runs each, single thread, {args.clock} time, {sys.executable}"
+        )
         programs = ["core", "core, walk", *(f"dehydrate {name}" for name in args.field), "search", "walk"]
+        programs += ["encode", "sha256"]
         rows = []
         for encoder, results in encoders.items():
             for field, result in results.items():
@@ -248,8 +281,11 @@ def main() -> None:
                     ]
                 )
         print_table(["encoder", "field", "MB", "zstd-3 MB/s", *(f"{p} / zstd" for p in programs)], rows)
-        print("x / zstd: throughput of x over zstd-3's on the same bytes (search, walk: the search alone)")
-    emit_json({"reps": args.reps, "search": args.search, "encoders": encoders})
+        print(
+            "x / zstd: throughput of x over zstd-3's on the same bytes "
+            "(search, walk, encode, sha256: that part alone)"
+        )
+    emit_json({"reps": args.reps, "search": args.search, "clock": args.clock, "encoders": encoders})
 
 
 if __name__ == "__main__":

@@ -146,7 +146,28 @@ def _walk_non_finite(value: Any) -> bool:  # noqa: C901 - one flat loop, kept in
                 push(item.values())
             elif isinstance(item, list | tuple):
                 push(item)
+            else:
+                push(_written_parts(item))
     return False
+
+
+def _written_parts(item: Any) -> tuple[Any, ...] | list[Any]:
+    """What orjson writes of an object that is not plain data: an enum member's value, a
+    dataclass instance's attributes whose names do not start with ``_``; nothing of the others
+    it accepts (datetimes, UUIDs), which hold no float. Without this, a NaN in one of them
+    would be written as null."""
+    kind = type(item)
+    if hasattr(kind, "__dataclass_fields__"):
+        attributes = getattr(item, "__dict__", None)
+        if attributes is not None:
+            return [value for name, value in attributes.items() if not name.startswith("_")]
+        names = [name for name in kind.__dataclass_fields__ if not name.startswith("_")]
+        return [getattr(item, name) for name in names if hasattr(item, name)]  # slots
+    from enum import Enum  # the walk only, for values that are not plain data
+
+    if isinstance(item, Enum):
+        return (item.value,)
+    return ()
 
 
 # Encoding and decoding -----------------------------------------------------------------------
@@ -182,6 +203,26 @@ def _dumps(value: Any, *, sort_keys: bool) -> bytes:
             raise InvalidValueError("value is not canonical JSON: NaN or Infinity")
         return encoded
     return _stdlib_dumps(value, sort_keys)
+
+
+def item_value_jsons(items: list[Any], whole: bytes) -> list[bytes]:
+    """The value JSON of each item of a list whose own value JSON is ``whole`` (from
+    ``value_json``, which searched it for NaN and infinities, or read back from a checked
+    blob): each item is encoded without a search of its own, and the items are taken only if
+    they join to ``whole`` byte for byte, which shows that none of them holds what the whole
+    does not. Otherwise (the standard library wrote ``whole``, say) each is encoded whole."""
+    orjson = _load_orjson()
+    if orjson is not None:
+        try:
+            parts = list(map(orjson.dumps, items))
+        except (TypeError, orjson.JSONEncodeError):
+            pass
+        else:
+            if len(whole) == sum(map(len, parts)) + max(len(parts), 1) + 1 and (
+                b"[" + b",".join(parts) + b"]" == whole
+            ):
+                return parts
+    return [value_json(item) for item in items]
 
 
 # Below this size a value parses in microseconds either way, and importing orjson (which loads

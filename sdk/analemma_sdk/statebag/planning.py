@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from .._record import Record
 from .bag import StateBag
-from .canonical import canonical_json, parse_json, sha256_hex, value_json
+from .canonical import canonical_json, item_value_jsons, parse_json, sha256_hex, value_json
 from .chunking import join_items, seal_ranges
 from .codec import GZIP
 from .config import META_KEY
@@ -202,7 +202,7 @@ def _plan_list(
     for their pointers to fit the payload: then one blob."""
     if len(raw) // config.chunk_target * 256 > config.payload_budget // 2:
         return PendingBlob(digest or sha256_hex(raw), raw, temperature)
-    item_bytes = [value_json(item) for item in value]
+    item_bytes = item_value_jsons(value, raw)  # the whole is searched already: not each item again
     ranges, tail_start = seal_ranges([len(b) for b in item_bytes], config.chunk_target)
     chunks = [
         (pending_blob(join_items(item_bytes[start:end]), temperature), end - start) for start, end in ranges
