@@ -29,11 +29,14 @@ run: $(STAMP)
 	$(BIN)/python manage.py run_local --address $${ANALEMMA_BIND:-127.0.0.1:8000}
 
 ## Whole suite: the service tests on SQLite first, then everything on a real PostgreSQL and a
-## real S3-protocol server, both started on loopback by the test setup.
+## real S3-protocol server, both started on loopback by the test setup. TEST_WORKERS processes
+## share the tests (pytest-xdist), each with servers of its own; much of the suite waits on
+## subprocesses, browsers and sockets, so three keep two cores busy. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 3
 test: $(DEV_STAMP)
 	scripts/ensure-services.sh
-	ANALEMMA_TEST_DB=sqlite $(BIN)/python -m pytest -q tests/statebag
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	ANALEMMA_TEST_DB=sqlite $(BIN)/python -m pytest -q -n $(TEST_WORKERS) tests/statebag
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 ## Style, types and the import graph's contracts (pyproject.toml).
 lint: $(DEV_STAMP)
