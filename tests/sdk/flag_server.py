@@ -31,7 +31,12 @@ def body_and_etag(doc: dict[str, Any]) -> tuple[bytes, str]:
 class FlagServer:
     """``mode`` picks the behaviour: ok, 500, 401, garbage, wrong_etag, huge, huge_chunked,
     truncated, split (body sent after the headers), slow (sleeps ``delay`` before answering),
-    trickle (a byte every ``delay``)."""
+    trickle (a byte every ``delay``).
+
+    Telemetry batches: every POST is kept in ``telemetry``; ``stored`` keeps them by batch id as
+    the service does (a repeated id changes nothing, answered 200). ``post_status`` answers
+    every POST with that status instead (nothing stored); ``post_delay`` holds the answer
+    that long after the batch was stored (a slow service whose reply times out)."""
 
     def __init__(self, doc: dict[str, Any]) -> None:
         self.doc = doc
@@ -39,6 +44,9 @@ class FlagServer:
         self.delay = 2.0
         self.requests: list[dict[str, str]] = []
         self.telemetry: list[dict[str, Any]] = []  # batches POSTed (telemetry is on by default)
+        self.stored: dict[str, dict[str, Any]] = {}
+        self.post_status = 0
+        self.post_delay = 0.0
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -49,8 +57,10 @@ class FlagServer:
                 server.answer(self)
 
             def do_POST(self) -> None:  # the service takes a telemetry batch, as it would
-                server.telemetry.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                server.send(self, 202, b'{"accepted": true}')
+                try:
+                    server.take(self, json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                except OSError:
+                    pass  # the client gave up waiting, as it may
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -58,11 +68,34 @@ class FlagServer:
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
 
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def take(self, handler: Any, batch: dict[str, Any]) -> None:
+        self.telemetry.append(batch)
+        if self.post_status:
+            self.send(handler, self.post_status, b'{"error": {"code": "no", "message": "no"}}')
+            return
+        duplicate = batch["batch"] in self.stored
+        self.stored.setdefault(batch["batch"], batch)
+        if self.post_delay:
+            time.sleep(self.post_delay)
+        if duplicate:
+            self.send(handler, 200, b'{"accepted": false, "duplicate": true}')
+        else:
+            self.send(handler, 202, b'{"accepted": true}')
+
+    def counted(self, flag: str) -> int:
+        """Evaluations of ``flag`` the service counts: each stored batch once."""
+        return sum(
+            item["count"]
+            for batch in self.stored.values()
+            for item in batch["evaluations"]
+            if item["flag"] == flag
+        )
 
     def answer(self, handler: Any) -> None:
         body, etag = body_and_etag(self.doc)

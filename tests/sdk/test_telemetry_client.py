@@ -26,9 +26,11 @@ from .flag_server import body_and_etag, document, flag
 @pytest.fixture(autouse=True)
 def _telemetry_by_default(monkeypatch):
     """These tests take telemetry as a client with a URL and a key has it by default: on, units
-    included (whatever the environment running them says)."""
+    included (whatever the environment running them says); a flush sends whenever asked (the
+    interval between batches has tests of its own)."""
     monkeypatch.delenv("ANALEMMA_TELEMETRY", raising=False)
     monkeypatch.delenv("ANALEMMA_TELEMETRY_UNITS", raising=False)
+    monkeypatch.setenv("ANALEMMA_TELEMETRY_INTERVAL", "0")
 
 
 KEY = "ask_prod_" + "k" * 43
@@ -69,6 +71,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(*failures[owner.mode])
             return
         batch = json.loads(data)
+        if any(kept["batch"] == batch["batch"] for kept in owner.batches):
+            # As the service does: a batch id sent again (its first reply was lost) counts once.
+            self._send(200, b'{"accepted": false, "duplicate": true}')
+            return
         owner.batches.append(batch)
         self._send(202, json.dumps({"accepted": True, "batch": batch["batch"]}).encode())
 
@@ -87,8 +93,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 class TelemetryServer:
     """Serves a flag set (GET /api/v1/flagset) and takes telemetry batches (POST
-    /api/v1/telemetry). ``mode``: ok (202), 500, 429, 400, garbage (not HTTP at all), slow
-    (answers after ``delay`` seconds)."""
+    /api/v1/telemetry), each batch id once as the service does. ``mode``: ok (202), 500, 429,
+    400, garbage (not HTTP at all), slow (answers after ``delay`` seconds)."""
 
     def __init__(self, doc: dict[str, Any] | None = None) -> None:
         self.doc = doc or document(flag_a=flag())
@@ -250,24 +256,29 @@ def test_flush__server_that_never_answers__bounded_by_timeout(server):
 
 
 @pytest.mark.parametrize("mode", ["500", "garbage"])
-def test_flush__service_failing__counts_kept_and_merged_into_next_batch(server, mode):
-    # Given a service that fails the first batch
+def test_flush__service_failing__batch_kept_as_is_and_sent_again_before_the_next(server, mode):
+    # Given a service that fails the first batch (it may have stored it: the outcome is unknown)
     client = client_for(server, bootstrap=document(flag_a=flag()))
     for i in range(30):
         client.bool("flag_a", unit=f"first{i}")
     server.mode = mode
     assert client.flush(timeout=2.0) is False
     assert server.batches == []
+    pending = client.telemetry_sink().pending
+    assert pending is not None and pending["evaluations"][0]["count"] == 30
     # When more is evaluated and the service is back
     server.mode = "ok"
     for i in range(12):
         client.bool("flag_a", unit=f"second{i}")
     assert client.flush(timeout=2.0) is True
-    # Then one batch carries both, sketches merged, nothing dropped
-    (batch,) = server.batches
-    (item,) = batch["evaluations"]
-    assert item["count"] == 42 and batch["dropped"] == 0
-    assert Sketch.from_base64(item["units"]).estimate() == pytest.approx(42, rel=3 * 0.065)
+    # Then the failed batch went again under its own id, then the newer counts in one of theirs
+    first, second = server.batches
+    assert first == pending and client.telemetry_sink().pending is None
+    assert second["batch"] != first["batch"]
+    assert second["evaluations"][0]["count"] == 12 and second["dropped"] == 0
+    assert Sketch.from_base64(second["evaluations"][0]["units"]).estimate() == pytest.approx(
+        12, rel=3 * 0.065
+    )
 
 
 def test_flush__429__kept_and_not_sent_again_before_retry_after(server):
@@ -279,10 +290,12 @@ def test_flush__429__kept_and_not_sent_again_before_retry_after(server):
     server.mode = "ok"
     client.bool("flag_a", unit="v")
     assert client.flush(timeout=2.0) is False and server.posts == 1
-    # Once it has passed, everything goes in one batch
+    # Once it has passed, the refused batch goes again as it was, then what came since
+    pending = client.telemetry_sink().pending
     client.telemetry_sink()._not_before = 0.0
     assert client.flush(timeout=2.0) is True
-    assert server.batches[0]["evaluations"][0]["count"] == 2
+    assert server.batches[0] == pending and server.batches[0]["evaluations"][0]["count"] == 1
+    assert server.batches[1]["evaluations"][0]["count"] == 1 and server.posts == 3
 
 
 def test_flush__refused_with_400__dropped_and_reported_as_dropped(server):
@@ -326,10 +339,16 @@ def test_memory__kept_batches__never_more_than_one_batch_worth(server):
         for i in range(300):
             client.bool(f"r{round_}-{i}", unit="u")
         client.flush(timeout=1.0)
-    # Then what is kept stays within the caps; the rest is counted as dropped
-    recorder = client.telemetry_sink().recorder
+    # Then what is kept stays within the caps (one pending body of at most the wire's size,
+    # and the recorder's keys); the rest is counted as dropped
+    sink = client.telemetry_sink()
+    recorder, pending = sink.recorder, sink.pending
+    recorder.fold()  # the evaluations logged since the last batch was taken
     assert len(recorder) == MAX_EVALUATION_KEYS
-    assert recorder.dropped == 5 * 300 - MAX_EVALUATION_KEYS
+    assert len(json.dumps(pending, separators=(",", ":"))) <= MAX_BODY_BYTES
+    held = sum(item["count"] for item in pending["evaluations"])
+    assert 0 < held < 300
+    assert recorder.dropped == 5 * 300 - MAX_EVALUATION_KEYS - held
 
 
 def test_telemetry_off__sends_nothing_and_allocates_nothing_per_evaluation(server, monkeypatch):

@@ -9,8 +9,12 @@ on the network for at most ``timeout`` seconds in all.
 Telemetry (on when the client has a URL and a key, unless ``telemetry=False`` or
 ``ANALEMMA_TELEMETRY=false``): each evaluation is counted into its outcome's tally inside the
 compiled flag (``tally``: one counter call, and the unit's bucketing hash into a sketch), and
-the counts go to the service with the next document refresh that reaches it, within what is
-left of that refresh's ``timeout``, or with ``flush(timeout=...)`` at the end of a handler.
+the counts go to the service with the next document refresh that reaches it, within a small
+budget of their own (``REFRESH_TELEMETRY_BUDGET``, never more than what the refresh left of its
+``timeout``), or with ``flush(timeout=...)`` at the end of a handler. A send on the refresh path
+that fails or runs out of time stops the refresh path sending for a back-off (5 minutes,
+doubling up to 30): a slow telemetry endpoint never costs an evaluation more than the budget,
+nor every refresh that.
 Evaluations with no compiled outcome (an unknown flag, a type mismatch, a stale document) are
 logged instead and counted in bulk. ``analemma_sdk.telemetry`` loads when a batch is first
 taken (a send, or 256 logged evaluations), and never when telemetry is off.
@@ -55,7 +59,10 @@ MAX_BACKOFF = 60.0
 _CACHE_MAGIC = b"AFS1"
 _USE_DEFAULT_PATH = object()
 DEFAULT_FLUSH_TIMEOUT = 0.5
-MIN_TELEMETRY_BUDGET = 0.05  # a refresh that left less than this for telemetry sends none
+MIN_TELEMETRY_BUDGET = 0.02  # a refresh that left less than this for telemetry sends none
+REFRESH_TELEMETRY_BUDGET = 0.075  # what an evaluation that refreshed may spend sending counts
+REFRESH_TELEMETRY_BACKOFF = 300.0  # after a refresh-path send failed; doubles each time
+MAX_REFRESH_TELEMETRY_BACKOFF = 1800.0
 TELEMETRY_FOLD_AT = 256  # logged evaluations counted at once (telemetry.recorder.FOLD_AT)
 MAX_RETIRED = 8  # replaced flag sets kept for their tallies before they are counted
 
@@ -187,6 +194,8 @@ class FlagClient:
         self._retired: list[FlagSet] = []  # replaced flag sets whose tallies no batch took yet
         self._draining: list[FlagSet] = []  # replaced flag sets one batch took already
         self._telemetry: Telemetry | None = None
+        self._telemetry_after = 0.0  # the client's clock: no refresh-path send before this
+        self._telemetry_backoff = 0.0
         if bootstrap is not None:
             self._load_bootstrap(bootstrap)
         self._load_file_cache()
@@ -394,17 +403,19 @@ class FlagClient:
         return True
 
     # Telemetry -------------------------------------------------------------------------
-    def flush(self, timeout: float = DEFAULT_FLUSH_TIMEOUT) -> builtins.bool:
+    def flush(self, timeout: float = DEFAULT_FLUSH_TIMEOUT, *, force: builtins.bool = False) -> builtins.bool:
         """Send the telemetry recorded so far (for the end of a handler): returns within
-        ``timeout`` seconds, never raises; True when it was delivered or there was nothing to
-        send. What could not be sent waits for the next batch (see ``telemetry.sender``)."""
+        ``timeout`` seconds, never raises; True when it was delivered, there was nothing to
+        send, or the last delivery is under ``ANALEMMA_TELEMETRY_INTERVAL`` (30 s) old, so a
+        busy function sends one batch per interval (``force=True``, e.g. in a shutdown hook,
+        sends anyway). What could not be sent waits for the next batch (``telemetry.sender``)."""
         if not self._recorded():
             return True  # off, or nothing counted yet
         try:
             sink = self.telemetry_sink()
         except Exception:  # never into the caller
             return False
-        return sink.flush(timeout) if sink is not None else True
+        return sink.flush(timeout, force=force) if sink is not None else True
 
     def telemetry_sink(self) -> Telemetry | None:
         """Where this client's counts go (a hydrator configured with this client reports
@@ -470,17 +481,24 @@ class FlagClient:
             reached = self._load_file_cache() or self._fetch_guarded()
         finally:
             self._lock.release()
-        if reached and self._recorded():
-            # The counts ride along, within what the refresh left of its time bound.
-            left = self.timeout - (time.monotonic() - started)
-            if left >= MIN_TELEMETRY_BUDGET:
-                self._send_telemetry(left)
+        if reached and self._recorded() and self._clock() >= self._telemetry_after:
+            # The counts ride along, within a small budget of their own (and never more than
+            # the refresh left of its time bound): this is an evaluation's time.
+            budget = min(self.timeout - (time.monotonic() - started), REFRESH_TELEMETRY_BUDGET)
+            if budget >= MIN_TELEMETRY_BUDGET:
+                self._send_telemetry(budget)
 
     def _send_telemetry(self, timeout: float) -> None:
+        """Send on the refresh path (the TTL paces it: no ``min_interval``); on a failure, back
+        off this path (an explicit ``flush`` still sends)."""
         try:
             sink = self.telemetry_sink()
-            if sink is not None:
-                sink.flush(timeout)
+            if sink is None or sink.flush(timeout, force=True):
+                self._telemetry_backoff = 0.0
+                return
+            backoff = self._telemetry_backoff * 2 or REFRESH_TELEMETRY_BACKOFF
+            self._telemetry_backoff = min(backoff, MAX_REFRESH_TELEMETRY_BACKOFF)
+            self._telemetry_after = self._clock() + self._telemetry_backoff
         except Exception:  # telemetry must never fail an evaluation
             pass
 

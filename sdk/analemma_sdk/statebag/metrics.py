@@ -1,5 +1,7 @@
 """Process-local counters the engine bumps on events an operator should see (fallbacks,
-refused guarantees). Export them with whatever metrics system the caller runs.
+refused guarantees). Export them with whatever metrics system the caller runs; telemetry also
+reports them (``take_unreported``) with the hydrator's cohort counters, so they reach the
+service's rollups.
 
 Also the engine's logger, loaded when there is first something to say: ``logging`` (with
 traceback, string and threading) is several milliseconds of a cold start that logs nothing."""
@@ -24,12 +26,29 @@ class Counts(dict[str, int]):
         return 0
 
 
-counters = Counts()
+counters = Counts()  # since the process started
+_unreported = Counts()  # since telemetry last took them: a few names, one per call site
 
 
 def increment(name: str, amount: int = 1) -> None:
     with _lock:
         counters[name] += amount
+        _unreported[name] += amount
+
+
+def take_unreported() -> dict[str, int]:
+    """The counts bumped since the last call (for a telemetry batch), and from zero again."""
+    global _unreported
+    with _lock:
+        taken, _unreported = _unreported, Counts()
+    return dict(taken)
+
+
+def untake(taken: dict[str, int]) -> None:
+    """Give back counts a batch could not carry (no cohort to file them under)."""
+    with _lock:
+        for name, amount in taken.items():
+            _unreported[name] += amount
 
 
 def logger() -> logging.Logger:

@@ -10,13 +10,17 @@ Every ``FOLD_AT`` of those, and when a batch is taken, the log is counted at C s
 value, reason) counts, and each key's units are hashed into its sketch (version 2, see
 ``hll``), once per distinct unit.
 
-Hydrator cohorts keep counters and log2 latency histograms. Past the caps (distinct keys,
-cohorts) an event is not kept but counted in ``dropped``, which the next batch reports.
+Hydrator cohorts keep counters and log2 latency histograms. The engine's process warnings
+(``statebag.metrics``: 2PC, zstd or the flag set unavailable) ride with the cohort that was
+busiest in the batch's window (with one hydrator per process, its own). Past the caps
+(distinct keys, cohorts) an event is not kept but counted in ``dropped``, which the next batch
+reports.
 """
 
 from __future__ import annotations
 
 import _thread
+import sys
 import time
 
 from ..bucketing import bucket_hashes, sketch_add
@@ -234,6 +238,7 @@ class Recorder:
             overflow = self._overflow
             dropped += _events(overflow.counters)
             overflow.counters, overflow.latency = {}, {}
+            self._add_warnings(cohorts)
         if not counts and not cohorts and not dropped:
             return None
         evaluations, unfit = evaluation_items(counts, sketches)
@@ -248,6 +253,26 @@ class Recorder:
             "evaluations": evaluations,
             "statebag": [cohort_item(*cohort) for cohort in cohorts],
         }
+
+    def _add_warnings(self, cohorts: list[tuple[dict[str, Any], dict[str, int], Any]]) -> None:
+        """File the engine's warnings since the last batch under the busiest cohort of this
+        one (or the only cohort this recorder knows); with none, they wait for a batch that
+        has one (another sink's, a write key's, may)."""
+        metrics = sys.modules.get("analemma_sdk.statebag.metrics")  # not loaded: nothing to say
+        if metrics is None:
+            return
+        warnings = metrics.take_unreported()
+        if not warnings:
+            return
+        if not cohorts and len(self._cohorts) == 1:
+            (entry,) = self._cohorts.values()
+            cohorts.append((entry.cohort, {}, {}))
+        if not cohorts:
+            metrics.untake(warnings)
+            return
+        counters = max(cohorts, key=lambda cohort: cohort[1].get("executions", 0))[1]
+        for name, amount in warnings.items():
+            counters[name] = counters.get(name, 0) + amount
 
     def restore(self, body: Mapping[str, Any]) -> None:
         """Put an undelivered batch's counts back, to go out with the next one. The caps hold:

@@ -3,17 +3,25 @@
 No background thread (Lambda freezes it between invocations): a batch goes out when the
 caller's code reaches a natural point, the flag client's next document refresh or an explicit
 ``flush(timeout=...)``. A flush takes what was recorded, sends it within its total time bound
-and never raises. When the service cannot take it (unreachable, slow, 5xx, 429), the counts
-go back into the recorder and out with the next batch: at most one batch worth is ever kept,
-since the recorder's caps still hold and what does not fit is counted as dropped. When the
-service refuses it (4xx: a bad key, an endpoint it does not have, a body it rejects), sending
-again would not help: the batch is dropped and counted in the next one's ``dropped``. A
-batch older than an hour is dropped too: the service files nothing that old where it happened.
+and never raises. A flush sends at most once per ``min_interval`` seconds (30 by default,
+``ANALEMMA_TELEMETRY_INTERVAL``) counted from the last delivered batch, unless forced: a busy
+function that flushes at the end of every invocation still sends one batch per interval.
+
+When the outcome of a send is unknown (a timeout or a connection lost after the body went out,
+a 5xx, a 429), the service may have stored it: the batch is kept as it is, batch id included,
+and sent again first by the next flush, so the service's idempotency (environment, batch id)
+counts it once. One such pending batch at most; what is recorded meanwhile stays in the
+recorder (whose caps hold: what does not fit is counted as dropped) and goes out after the
+pending batch is delivered. When the service refuses a batch (4xx: a bad key, an endpoint it
+does not have, a body it rejects), sending again would not help: it is dropped and counted in
+the next one's ``dropped``. A batch older than an hour is dropped too: the service files
+nothing that old where it happened.
 """
 
 from __future__ import annotations
 
 import _thread
+import os
 import time
 
 from .. import __version__
@@ -33,11 +41,15 @@ DEFAULT_FLUSH_TIMEOUT = 0.5
 MAX_AGE = 3600.0
 REFUSED_PAUSE = 600.0  # after a refused key or a missing endpoint, ask again this much later
 MAX_RETRY_AFTER = 600.0
+DEFAULT_MIN_INTERVAL = 30.0
+INTERVAL_SLACK = 0.99  # a caller pacing itself at the interval is not turned away by microseconds
 
 DELIVERED = "delivered"
-KEPT = "kept"
+KEPT = "kept"  # the outcome is unknown: the batch is pending, sent again as it is
+UNSENT = "unsent"  # never went out (no time left): its counts go back into the recorder
 DROPPED = "dropped"
 EMPTY = "empty"
+DEFERRED = "deferred"  # within min_interval of the last delivery: the counts wait
 
 
 class Telemetry:
@@ -52,6 +64,7 @@ class Telemetry:
         units: bool = True,
         log: list[tuple[Any, ...]] | None = None,
         tallies: Callable[[], list[Any]] | None = None,
+        min_interval: float | None = None,
     ) -> None:
         self.url = str(base_url or "").rstrip("/") + PATH
         self._key = str(key or "")
@@ -59,53 +72,99 @@ class Telemetry:
         self.recorder = Recorder(units=units, sdk_version=__version__, log=log, tallies=tallies)
         self._lock = _thread.allocate_lock()
         self._not_before = 0.0  # monotonic: a 429's Retry-After, or a pause after a refusal
+        self.min_interval = _interval(min_interval)
+        self._delivered_at = float("-inf")  # monotonic start of the last flush that delivered
+        # A batch sent whose outcome is unknown: sent again, unchanged, before anything newer.
+        self.pending: dict[str, Any] | None = None
         self.batches_sent = 0
         self.last_outcome: str | None = None
         self.last_status: int | None = None
         self.last_error: str | None = None
         _track(self)
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Send what was recorded; True when it was delivered (or there was nothing to send).
-        Returns within ``timeout`` seconds (plus a little CPU), never raises, and never waits
-        for another flush in progress."""
+    def flush(self, timeout: float | None = None, *, force: bool = False) -> bool:
+        """Send what was recorded; True when it was delivered, there was nothing to send, or
+        the last delivery is less than ``min_interval`` seconds old (the counts wait for a
+        later flush; ``force=True``, e.g. in a shutdown hook, sends anyway). False when a send
+        failed or could not be made. Returns within ``timeout`` seconds (plus a little CPU),
+        never raises, and never waits for another flush in progress."""
         try:
-            return self._flush(self.timeout if timeout is None else float(timeout))
+            return self._flush(self.timeout if timeout is None else float(timeout), force)
         except Exception as exc:  # never into the caller
             self.last_error = f"unexpected {type(exc).__name__}: {exc}"
             return False
 
-    def _flush(self, timeout: float) -> bool:
+    def _flush(self, timeout: float, force: bool) -> bool:
         if not self._lock.acquire(False):
             return False  # another thread is sending
         try:
-            deadline = time.monotonic() + max(timeout, 0.0)
-            if time.monotonic() < self._not_before:
+            started = time.monotonic()
+            deadline = started + max(timeout, 0.0)
+            if started < self._not_before:
                 return False  # counts wait in the recorder, within its caps
+            if not force and started - self._delivered_at < self.min_interval * INTERVAL_SLACK:
+                self.last_outcome = DEFERRED
+                return True
+            delivered = False
+            if self.pending is not None:
+                if not self._send_pending(deadline):
+                    return False
+                delivered = self.last_outcome == DELIVERED  # not when it aged out or was refused
             body = self.recorder.snapshot_and_reset()
             if body is None:
-                self.last_outcome = EMPTY
+                if delivered:
+                    self._delivered_at = started
+                else:
+                    self.last_outcome = EMPTY
                 return True
             if body["sent_at"] - body["window"][0] > MAX_AGE:
                 self.recorder.dropped += _events(body)
                 self.last_outcome = DROPPED
                 return False
-            parts = split(body)
-            for index, part in enumerate(parts):
-                outcome = self._send(part, deadline)
-                self.last_outcome = outcome
-                if outcome == DELIVERED:
-                    continue
-                rest = parts[index:]
-                if outcome == KEPT:
-                    for kept in rest:
-                        self.recorder.restore(kept)
-                else:
-                    self.recorder.dropped += sum(_events(dropped) for dropped in rest)
+            if not self._send_parts(split(body), deadline):
                 return False
+            self._delivered_at = started
             return True
         finally:
             self._lock.release()
+
+    def _send_parts(self, parts: list[dict[str, Any]], deadline: float) -> bool:
+        """Send a new batch's parts in turn; True when all were delivered. At the first that
+        was not: that one pending if its outcome is unknown, the rest back into the recorder
+        (or dropped, when the service refused)."""
+        for index, part in enumerate(parts):
+            outcome = self._send(part, deadline)
+            self.last_outcome = outcome
+            if outcome == DELIVERED:
+                continue
+            if outcome == KEPT:
+                self.pending = part  # the service may have it: only this very batch may follow
+                index += 1
+            for rest in parts[index:]:
+                if outcome == DROPPED:
+                    self.recorder.dropped += _events(rest)
+                else:  # never sent: merged into the next batch, under a new id
+                    self.recorder.restore(rest)
+            return False
+        return True
+
+    def _send_pending(self, deadline: float) -> bool:
+        """Send the pending batch again, unchanged; True once it is off our hands."""
+        pending = self.pending
+        assert pending is not None
+        if time.time() - pending["window"][0] > MAX_AGE:
+            self.pending = None
+            self.recorder.dropped += _events(pending)
+            self.last_outcome = DROPPED
+            return True
+        outcome = self._send(pending, deadline)
+        self.last_outcome = outcome
+        if outcome in (KEPT, UNSENT):
+            return False
+        self.pending = None
+        if outcome == DROPPED:
+            self.recorder.dropped += _events(pending)
+        return True
 
     def _send(self, body: Mapping[str, Any], deadline: float) -> str:
         from .. import _http  # http.client loads with the first request
@@ -113,7 +172,7 @@ class Telemetry:
         left = deadline - time.monotonic()
         if left <= 0:
             self.last_error = "no time left to send"
-            return KEPT
+            return UNSENT
         headers = {
             "Authorization": f"Bearer {self._key}",
             "Content-Type": "application/json",
@@ -123,7 +182,9 @@ class Telemetry:
             response = _http.request("POST", self.url, headers, encode(body), timeout=left, max_bytes=65536)
         except _http.FetchError as exc:
             self.last_status, self.last_error = None, str(exc)
-            return KEPT
+            # Refused: the body never went out. Anything else (a timeout, a reset, a garbled
+            # answer) may have come after the service stored it.
+            return UNSENT if self.last_error.startswith("ConnectionRefusedError") else KEPT
         status = self.last_status = response.status
         if status in (200, 201, 202):
             self.batches_sent += 1
@@ -142,6 +203,7 @@ class Telemetry:
 
     def _after_fork(self) -> None:
         self._lock = _thread.allocate_lock()
+        self.pending = None  # the parent's batch
         self.recorder.forget()
 
     def __repr__(self) -> str:
@@ -154,7 +216,6 @@ _instances: Any = None  # a WeakSet of every Telemetry, for the fork hook
 def _track(telemetry: Telemetry) -> None:
     global _instances
     if _instances is None:
-        import os
         import weakref
 
         _instances = weakref.WeakSet()
@@ -166,6 +227,19 @@ def _track(telemetry: Telemetry) -> None:
 def _after_fork_all() -> None:
     for telemetry in list(_instances or ()):
         telemetry._after_fork()
+
+
+def _interval(value: float | None) -> float:
+    """``min_interval``, else ``ANALEMMA_TELEMETRY_INTERVAL``, else 30 s; a bad value is the default."""
+    if value is None:
+        raw = os.environ.get("ANALEMMA_TELEMETRY_INTERVAL")
+        if raw is None:
+            return DEFAULT_MIN_INTERVAL
+        try:
+            value = float(raw)
+        except ValueError:
+            return DEFAULT_MIN_INTERVAL
+    return max(float(value), 0.0) if value == value else DEFAULT_MIN_INTERVAL
 
 
 def _retry_after(value: str | None) -> float:

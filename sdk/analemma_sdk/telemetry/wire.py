@@ -14,7 +14,15 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
-__all__ = ["KNOWN_COUNTERS", "batch_id", "cohort_item", "encode", "evaluation_items", "json_key"]
+__all__ = [
+    "KNOWN_COUNTERS",
+    "WARNING_COUNTERS",
+    "batch_id",
+    "cohort_item",
+    "encode",
+    "evaluation_items",
+    "json_key",
+]
 
 WIRE_VERSION = 1
 SDK_NAME = "analemma-python"
@@ -45,6 +53,13 @@ KNOWN_COUNTERS = (
     "commits_2pc",
     "commits_record",
     "commits_failed",
+)
+# The engine's process warnings (``statebag.metrics``), reported with a cohort when they
+# happened; only when non-zero, and always with room kept for them under MAX_COUNTERS.
+WARNING_COUNTERS = (
+    "statebag_2pc_unavailable_total",
+    "statebag_zstd_unavailable_total",
+    "statebag_flags_unavailable_total",
 )
 
 
@@ -116,8 +131,9 @@ def cohort_item(
     cohort: dict[str, Any], counters: Mapping[str, int], latency: Mapping[str, list[int]]
 ) -> dict[str, Any]:
     names = dict.fromkeys(KNOWN_COUNTERS, 0)
+    room = MAX_COUNTERS - len(WARNING_COUNTERS)
     for name, amount in counters.items():
-        if name in names or len(names) < MAX_COUNTERS:
+        if name in names or name in WARNING_COUNTERS or len(names) < room:
             names[name] = min(names.get(name, 0) + amount, MAX_COUNTER)
     return {
         "cohort": cohort,
