@@ -852,32 +852,25 @@ class RolloutPlanAdmin(admin.ModelAdmin[RolloutPlan]):
     inlines = [RolloutStepInline]
     actions = ["start", "pause", "resume", "abort"]
 
+    # Shown on every plan, never edited here (the plan's actions and services set them).
+    recorded_fields = (
+        "status",
+        "reason",
+        "guard_notifications",
+        "baseline",
+        "started_by",
+        "created_by",
+        "created_at",
+        "updated_at",
+    )
+
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
-        always = (
-            "status",
-            "reason",
-            "guard_notifications",
-            "baseline",
-            "started_by",
-            "created_by",
-            "created_at",
-            "updated_at",
-        )
+        always = self.recorded_fields
         return always if plan_editable(obj) else ("flag", "value_display", *always)
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         value = "value" if plan_editable(obj) else "value_display"
-        always = (
-            "status",
-            "reason",
-            "guard_notifications",
-            "baseline",
-            "started_by",
-            "created_by",
-            "created_at",
-            "updated_at",
-        )
-        return ("name", "flag", value, *always)
+        return ("name", "flag", value, *self.recorded_fields)
 
     @admin.display(description=_("guard notifications"))
     def guard_notifications(self, plan: RolloutPlan) -> str:

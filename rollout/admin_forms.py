@@ -274,6 +274,7 @@ class RolloutStepFormSet(BaseInlineFormSet[RolloutStep, RolloutPlan, forms.Model
         if any(self.errors) or not plan_editable(None if self.instance._state.adding else self.instance):
             return  # a started plan's steps are shown, not posted
         try:
-            services.plan_check_steps(steps=steps_of(self))
+            flag = self.instance.flag if self.instance.flag_id else None  # guards suit the plan's flag
+            services.plan_check_steps(steps=steps_of(self), flag=flag)
         except services.InvalidPlanError as exc:
             raise ValidationError(str(exc)) from None

@@ -17,6 +17,10 @@ a JSON list (``RolloutStep.guards``) of
 * ``min_sample``: units each cohort needs (executions; hydrations for latency) before the
   guard decides; until then it waits and the plan does not advance.
 
+Only a plan on a flag the hydrators' cohorts record (``COHORT_FLAGS``: the statebag's own
+settings) can have guards: no cohort tells another flag's treatment from its control, so its
+guard would wait forever.
+
 Checked here (rollout may not import telemetry); ``GuardRuleError`` says what is wrong."""
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ import math
 import re
 from collections.abc import Mapping
 from typing import Any
+
+# The flags a cohort records: a hydrator's cohort is its configuration tag
+# (``StateHydrator.config_tag``), keyed by these fields, the statebag's own settings.
+from analemma_sdk.statebag.config import FIELDS as COHORT_FLAGS
 
 METRICS = (
     "error_rate",
@@ -52,6 +60,34 @@ class GuardRuleError(ValueError):
     """A guard rule is wrong; the message says what."""
 
 
+def _kind(value: Any) -> str:
+    """What an operator gave, in their words rather than a Python type's name (a form's JSON
+    text arrives as a str subclass)."""
+    if isinstance(value, str):
+        return "text"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return "something else"
+
+
+def check_guarded_flag(flag: str) -> None:
+    """GuardRuleError unless the hydrators' cohorts record ``flag``, so that a guard on a plan
+    of it has a treatment and a control to compare."""
+    if flag not in COHORT_FLAGS:
+        raise GuardRuleError(
+            f"only a plan on a flag the statebag cohorts record ({', '.join(COHORT_FLAGS)}) can have "
+            f"guards: no cohort tells {flag!r}'s treatment from its control, so the step would wait forever"
+        )
+
+
 def _metric(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise GuardRuleError(f"metric must be one of {', '.join(METRICS)} or counter:NAME, not {value!r}")
@@ -65,7 +101,7 @@ def _metric(value: Any) -> str:
 def clean_rule(rule: Any) -> dict[str, Any]:
     """The rule with its defaults filled in, or GuardRuleError."""
     if not isinstance(rule, Mapping):
-        raise GuardRuleError(f"a guard is an object with a metric, not {type(rule).__name__}")
+        raise GuardRuleError(f"a guard is an object with a metric, not {_kind(rule)}")
     unknown = set(rule) - set(FIELDS)
     if unknown:
         raise GuardRuleError(f"unknown guard fields: {', '.join(sorted(map(str, unknown)))}")
@@ -95,7 +131,7 @@ def clean_rules(rules: Any) -> list[dict[str, Any]]:
     if rules is None:
         return []
     if not isinstance(rules, list | tuple):
-        raise GuardRuleError(f"guards must be a list of guard objects, not {type(rules).__name__}")
+        raise GuardRuleError(f"guards must be a list of guard objects, not {_kind(rules)}")
     if len(rules) > MAX_RULES:
         raise GuardRuleError(f"at most {MAX_RULES} guards a step, not {len(rules)}")
     cleaned = [clean_rule(rule) for rule in rules]

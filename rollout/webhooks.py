@@ -35,7 +35,22 @@ def webhook_url() -> str:
 def webhook_host() -> str:
     """Where notifications go, without the path or query that may hold a secret ("" if none)."""
     url = webhook_url()
-    return urlsplit(url).netloc if url else ""
+    return url_host(url) if url else ""
+
+
+def url_host(url: str) -> str:
+    """``url``'s host and port only: never its ``user:password@`` part (which ``netloc`` keeps),
+    its path or its query, any of which may hold a secret. "?" when it has no readable host."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:  # a malformed port or bracket: say nothing rather than echo the URL
+        return "?"
+    if not host:
+        return "?"
+    if ":" in host:  # an IPv6 literal keeps its brackets, as in a URL
+        host = f"[{host}]"
+    return f"{host}:{port}" if port is not None else host
 
 
 def webhook_notify(**payload: Any) -> None:
@@ -70,10 +85,10 @@ def webhook_post(body: dict[str, Any], *, url: str | None = None) -> int | None:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return int(response.status)
     except urllib.error.HTTPError as exc:
-        logger.warning("rollout webhook at %s answered %s", urlsplit(url).netloc, exc.code)
+        logger.warning("rollout webhook at %s answered %s", url_host(url), exc.code)
         return int(exc.code)
     except (OSError, ValueError) as exc:
-        logger.warning("rollout webhook at %s unreachable: %s", urlsplit(url).netloc, type(exc).__name__)
+        logger.warning("rollout webhook at %s unreachable: %s", url_host(url), type(exc).__name__)
         return None
 
 

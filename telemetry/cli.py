@@ -4,7 +4,11 @@ setting, since rollout may not import telemetry).
 
 Exposures per value/variant (evaluations, distinct units) and, for the statebag's own flags
 (analemma_sdk.flags.spec.SDK_FLAGS), the cohort metrics side by side: treatment (the flag on,
-or each value) against control."""
+or each value) against control.
+
+``--env`` names an environment's key, or ``owner:<owner id>`` for what hydrators without a flag
+client reported with that owner's write key (cohort metrics only: a write key evaluates no
+flags)."""
 
 from __future__ import annotations
 
@@ -20,7 +24,9 @@ from django.utils import timezone
 
 from analemma_sdk.flags.spec import SDK_FLAGS
 from rollout.models import Environment, Flag
+from statebag.models import WriteKey
 from telemetry import selectors
+from telemetry.services import namespace_owner
 from telemetry.sketch import STANDARD_ERROR
 
 Write = Callable[[str], Any]
@@ -46,7 +52,10 @@ def parse_since(text: str) -> timedelta:
     parts = _DURATION.findall(text.strip().lower())
     if not parts or _DURATION.sub("", text.strip().lower()).strip():
         raise CommandError(f"--since {text!r}: give a duration such as 15m, 1h, 2d or 1h30m")
-    since = sum((timedelta(**{_UNITS[unit]: int(amount)}) for amount, unit in parts), timedelta())
+    try:
+        since = sum((timedelta(**{_UNITS[unit]: int(amount)}) for amount, unit in parts), timedelta())
+    except (OverflowError, ValueError):  # e.g. 99999999999999999999h: past what timedelta can hold
+        since = MAX_SINCE * 2
     if not timedelta(0) < since <= MAX_SINCE:
         raise CommandError(f"--since {text!r}: from 1s to {MAX_SINCE.days} days")
     return since
@@ -66,8 +75,12 @@ def metrics(*, flag: str, environment: str, since: str, as_json: bool, write: Wr
     """Print ``flag``'s report for ``environment`` over the last ``since`` (``1h``, ``15m``...)
     with ``write`` (one line a call), as tables or as one JSON document. Raises CommandError
     for an unknown environment or flag, or a duration it cannot read."""
-    if not Environment.objects.filter(key=environment).exists():
-        raise CommandError(f"no environment {environment!r}")
+    owner = namespace_owner(environment)
+    if owner is not None:
+        if not WriteKey.objects.filter(owner_id=owner).exists():
+            raise CommandError(f"no write key of owner {owner!r} (--env owner:<owner id>)")
+    elif not Environment.objects.filter(key=environment).exists():
+        raise CommandError(f"no environment {environment!r} (or give owner:<owner id>)")
     if not Flag.objects.filter(key=flag).exists() and flag not in SDK_FLAGS:
         raise CommandError(f"no flag {flag!r}")
     until = timezone.now()

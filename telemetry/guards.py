@@ -38,8 +38,7 @@ from rollout.guard_rules import COUNTER_PREFIX, METRICS, clean_rule, clean_rules
 from rollout.models import RolloutPlan, RolloutStep
 from rollout.services.plans import GuardVerdict
 
-from .selectors import CohortMetrics, cohort_split
-from .sketch import histogram_merge
+from .selectors import CohortMetrics, cohort_split, cohorts_merged
 from .stats import ALPHA, Interval, Kind, Sample, compare
 
 State = Literal["pass", "fail", "wait"]
@@ -104,20 +103,6 @@ class Comparison:
 
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-def _merged(groups: Sequence[CohortMetrics]) -> CohortMetrics:
-    merged = CohortMetrics()
-    histograms: dict[str, list[dict[int, int]]] = {}
-    for group in groups:
-        merged.cohorts.extend(group.cohorts)
-        merged.reports += group.reports
-        for name, count in group.counters.items():
-            merged.counters[name] = merged.counters.get(name, 0) + count
-        for name, histogram in group.latency.items():
-            histograms.setdefault(name, []).append(histogram)
-    merged.latency = {name: histogram_merge(parts) for name, parts in histograms.items()}
-    return merged
 
 
 def _samples(
@@ -202,7 +187,7 @@ def cohort_comparison(
     split = cohort_split(environment=environment, flag=flag, since=since, until=until)
     key = _canonical(treatment)
     treated = split.get(key, CohortMetrics())
-    control = _merged([metrics for side, metrics in split.items() if side not in (key, "null")])
+    control = cohorts_merged([metrics for side, metrics in split.items() if side not in (key, "null")])
     if rules is None:
         judged = [_unguarded(judge(clean_rule({"metric": metric}), treated, control)) for metric in METRICS]
     else:

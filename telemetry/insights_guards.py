@@ -16,9 +16,8 @@ from rollout.guard_rules import METRICS, clean_rule, clean_rules
 from rollout.models import RolloutPlan, RolloutStep
 
 from .guards import MetricComparison, cohort_comparison, judge
-from .insights_stats import Figure, figure, metric_label
-from .selectors import CohortMetrics
-from .sketch import histogram_merge
+from .insights_stats import Figure, figure, guard_label, metric_label
+from .selectors import CohortMetrics, cohorts_merged
 from .wire import canonical
 
 STATES = {"pass": "pass", "fail": "fail", "wait": "waiting"}
@@ -61,20 +60,6 @@ class StepGuard:
     rows: tuple[Comparison, ...] = ()
 
 
-def merged(groups: Sequence[CohortMetrics]) -> CohortMetrics:
-    """Cohorts summed into one side: counters added, latency histograms merged."""
-    result = CohortMetrics()
-    histograms: dict[str, list[dict[int, int]]] = {}
-    for group in groups:
-        result.reports += group.reports
-        for name, count in group.counters.items():
-            result.counters[name] = result.counters.get(name, 0) + count
-        for name, histogram in group.latency.items():
-            histograms.setdefault(name, []).append(histogram)
-    result.latency = {name: histogram_merge(parts) for name, parts in histograms.items()}
-    return result
-
-
 def _row(
     judged: MetricComparison,
     treated: CohortMetrics | None,
@@ -85,7 +70,8 @@ def _row(
     interval = judged.interval
     return Comparison(
         metric=judged.metric,
-        label=metric_label(judged.metric),
+        # Each cohort's own figure when its metrics are given, else the guard's numbers.
+        label=metric_label(judged.metric) if treated and control else guard_label(judged.metric),
         treatment_label=labels[0],
         control_label=labels[1],
         treatment=figure(judged.metric, treated)
@@ -118,7 +104,7 @@ def compare_split(
     others = [metrics for side, metrics in split.items() if side not in (key, "null")]
     if key not in split or not others:
         return []
-    treated, control = split[key], merged(others)
+    treated, control = split[key], cohorts_merged(others)
     labels = (f"{flag} = {key}", f"{flag} ≠ {key}")
     cleaned = clean_rules(list(rules)) if rules else [clean_rule({"metric": metric}) for metric in METRICS]
     return [_row(judge(rule, treated, control), treated, control, labels, bool(rules)) for rule in cleaned]

@@ -28,10 +28,24 @@ LABELS = {
 }
 
 
+# What a latency guard itself compares (``telemetry.guards``): not each side's p95 in ms but the
+# share of each side's operations slower than the control's p95.
+GUARD_LABELS = {
+    "p95_hydrate_ms": "share of hydrations slower than the control's p95",
+    "p95_dehydrate_ms": "share of dehydrations slower than the control's p95",
+}
+
+
 def metric_label(metric: str) -> str:
+    """What ``figure`` gives of ``metric``, per cohort."""
     if metric.startswith(COUNTER_PREFIX):
         return f"{metric.removeprefix(COUNTER_PREFIX)} per execution"
     return LABELS.get(metric, metric)
+
+
+def guard_label(metric: str) -> str:
+    """What the guard's own numbers of ``metric`` are (a verdict's treatment and control)."""
+    return GUARD_LABELS.get(metric) or metric_label(metric)
 
 
 @dataclass(frozen=True)

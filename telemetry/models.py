@@ -2,19 +2,25 @@
 months), and per-minute ingestion counts operators read (accepted, refused, duplicates).
 
 Environments are named by key, as the SDK key that filed a batch resolves to: ingestion needs
-no lookup, and rollups outlive nothing they refer to (retention deletes them)."""
+no lookup, and rollups outlive nothing they refer to (retention deletes them). A write key's
+batches (a hydrator with no flag client) are filed under its owner's namespace instead,
+``owner:<owner id>`` (``telemetry.services.owner_namespace``), in the same ``environment``
+columns: sized for the longer of the two."""
 
 from __future__ import annotations
 
 from django.db import models
 from django.db.models import Q
 
+# An environment key (at most 64) or "owner:" and an owner id (at most 128).
+NAMESPACE_MAX_LENGTH = 140
+
 
 class RawBatch(models.Model):
     """One accepted batch, as checked (``telemetry.wire.Batch.payload``). Its (environment,
     batch id) is unique: a replay is refused by the database, not by a lookup first."""
 
-    environment = models.CharField(max_length=64)
+    environment = models.CharField(max_length=NAMESPACE_MAX_LENGTH)
     batch = models.CharField(max_length=32, help_text="The SDK's batch id (idempotency key).")
     minute = models.DateTimeField(help_text="The minute it is counted under.")
     received_at = models.DateTimeField()
@@ -44,7 +50,7 @@ class EvaluationRollup(models.Model):
     """Evaluations of one flag in one environment and minute, per (variant, value, reason),
     with the distinct units as a merged HyperLogLog sketch (``telemetry.sketch``)."""
 
-    environment = models.CharField(max_length=64)
+    environment = models.CharField(max_length=NAMESPACE_MAX_LENGTH)
     minute = models.DateTimeField()
     flag = models.CharField(max_length=64)
     variant = models.JSONField(null=True, blank=True, help_text="A string, or null for none.")
@@ -68,7 +74,7 @@ class CohortRollup(models.Model):
     """The statebag's economics of one configuration cohort in one environment and minute:
     summed counters and merged latency histograms."""
 
-    environment = models.CharField(max_length=64)
+    environment = models.CharField(max_length=NAMESPACE_MAX_LENGTH)
     minute = models.DateTimeField()
     cohort = models.TextField(help_text="The cohort's flag values, as canonical JSON.")
     series = models.CharField(max_length=32, help_text="Digest of the cohort.")
@@ -92,7 +98,7 @@ class IngestionMinute(models.Model):
     reports (counted by the aggregation), and batches refused over the ingestion limit or
     replayed (counted by the web processes)."""
 
-    environment = models.CharField(max_length=64)
+    environment = models.CharField(max_length=NAMESPACE_MAX_LENGTH)
     minute = models.DateTimeField()
     batches = models.BigIntegerField(default=0)
     evaluations = models.BigIntegerField(default=0)
@@ -121,7 +127,7 @@ class FlagActivity(models.Model):
 
     ENVIRONMENT_ROW = ""
 
-    environment = models.CharField(max_length=64)
+    environment = models.CharField(max_length=NAMESPACE_MAX_LENGTH)
     flag = models.CharField(max_length=64, blank=True)
     first_evaluated_at = models.DateTimeField(help_text="The minute of its first evaluation reported.")
     last_evaluated_at = models.DateTimeField(help_text="The minute of its latest evaluation reported.")

@@ -14,6 +14,7 @@ guards (``ROLLOUT_GUARDS``, by dotted path), the admin's charts and the CLI shar
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -199,3 +200,19 @@ def ingestion(*, environment: str, since: datetime, until: datetime | None = Non
             "minute", "batches", "evaluations", "dropped", "refused", "duplicates"
         )
     ]
+
+
+def cohorts_merged(groups: Sequence[CohortMetrics]) -> CohortMetrics:
+    """Cohort groups summed into one side (guards' control, a chart's cohort): their cohorts
+    listed, counters added, latency histograms merged."""
+    merged = CohortMetrics()
+    histograms: dict[str, list[dict[int, int]]] = {}
+    for group in groups:
+        merged.cohorts.extend(group.cohorts)
+        merged.reports += group.reports
+        for name, count in group.counters.items():
+            merged.counters[name] = merged.counters.get(name, 0) + count
+        for name, histogram in group.latency.items():
+            histograms.setdefault(name, []).append(histogram)
+    merged.latency = {name: histogram_merge(parts) for name, parts in histograms.items()}
+    return merged

@@ -53,6 +53,22 @@ _pending_counts: dict[tuple[str, int], dict[str, int]] = {}
 _last_flush = [0.0]
 
 
+# Namespaces: what a batch is filed under. An SDK key's batches go under its environment's key;
+# a write key's (a hydrator with no flag client) under its owner's, ``owner:<owner id>``. An
+# environment key cannot hold a colon, so the two never meet, and an owner id is the whole rest.
+OWNER_NAMESPACE = "owner:"
+
+
+def owner_namespace(owner_id: str) -> str:
+    """Where the batches of ``owner_id``'s write keys are filed."""
+    return f"{OWNER_NAMESPACE}{owner_id}"
+
+
+def namespace_owner(namespace: str) -> str | None:
+    """The owner id an ``owner:`` namespace files for; None for an environment's."""
+    return namespace[len(OWNER_NAMESPACE) :] if namespace.startswith(OWNER_NAMESPACE) else None
+
+
 def minute_of(moment: float) -> datetime:
     return datetime.fromtimestamp(int(moment // 60) * 60, tz=UTC)
 

@@ -1,5 +1,5 @@
 """Distinct units as a HyperLogLog sketch, and latency as log2 histograms: the two summaries
-the telemetry wire format carries (/tmp/tele/WIRE.md), merged and read here. Standard library
+the telemetry wire format carries (docs/telemetry-wire.md), merged and read here. Standard library
 only, the SDK's definition to the bit:
 
 * a sketch is 256 one-byte registers (p = 8), each keeping the largest rank seen; merging is

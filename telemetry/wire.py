@@ -1,5 +1,6 @@
-"""The telemetry wire format, version 1 (/tmp/tele/WIRE.md is the shared contract): checking a
-batch the way the service accepts it, and the compact form a stored batch keeps.
+"""The telemetry wire format, version 1 (the shared contract, summarised in docs/telemetry-wire.md;
+README "## Telemetry" for the endpoint): checking a batch the way the service accepts it, and
+the compact form a stored batch keeps.
 
 Every bound of the contract is checked here, each refusal a ``WireError`` whose message names
 the field (``evaluations[3].count: ...``), so a malformed body is always a 400 and never

@@ -40,7 +40,7 @@ from django.utils.module_loading import import_string
 from analemma_sdk.flags.spec import InvalidFlagError, check_flag, check_sdk_flag, flag_spec
 from audit.services import audit_record
 
-from ..guard_rules import GuardRuleError, clean_rules
+from ..guard_rules import GuardRuleError, check_guarded_flag, clean_rules
 from ..models import Environment, Flag, RolloutPlan, RolloutStep
 from ..selectors import revision_numbers_latest
 from ..webhooks import webhook_notify
@@ -117,14 +117,15 @@ def plan_check_value(*, flag: Flag, value: Any) -> None:
         raise InvalidPlanError(str(exc)) from None
 
 
-def plan_check_steps(*, steps: Iterable[Mapping[str, Any]]) -> None:
-    """InvalidPlanError unless every step is one plan_create accepts (see there)."""
-    _clean_steps(steps)
+def plan_check_steps(*, steps: Iterable[Mapping[str, Any]], flag: Flag | None = None) -> None:
+    """InvalidPlanError unless every step is one plan_create accepts (see there) for a plan on
+    ``flag`` (its guards are not checked against a flag when none is given)."""
+    _clean_steps(steps, flag=flag)
 
 
-def _clean_steps(steps: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def _clean_steps(steps: Iterable[Mapping[str, Any]], *, flag: Flag | None) -> list[dict[str, Any]]:
     """Steps in order (by ``position`` when given, else as listed), numbered from 0, each
-    checked by the model's own rules."""
+    checked by the model's own rules; guards only on a ``flag`` the cohorts record."""
 
     def order(item: tuple[int, Mapping[str, Any]]) -> tuple[int, int]:
         given = item[1].get("position")
@@ -144,15 +145,7 @@ def _clean_steps(steps: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             raise InvalidPlanError(
                 f"step {position}: percentage must be a number from 0 to 100, not {step.get('percentage')!r}"
             ) from None
-        try:
-            guards = clean_rules(step.get("guards"))
-        except GuardRuleError as exc:
-            raise InvalidPlanError(f"step {position}: guard: {exc}") from None
-        if guards and not 0 < percentage < 100:
-            raise InvalidPlanError(
-                f"step {position}: a guard compares the step's treatment with its control: "
-                f"a step at {percentage} % has no {'control' if percentage >= 100 else 'treatment'} to compare"
-            )
+        guards = _step_guards(position, step.get("guards"), percentage, flag)
         row = RolloutStep(
             position=position,
             environment=step["environment"],
@@ -172,6 +165,30 @@ def _clean_steps(steps: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             )
         cleaned.append({"position": position, **{f: getattr(row, f) for f in STEP_FIELDS}})
     return cleaned
+
+
+def _step_guards(position: int, rules: Any, percentage: Decimal, flag: Flag | None) -> list[dict[str, Any]]:
+    """A step's guard rules, cleaned: only where there is a treatment and a control to compare,
+    on a ``flag`` the cohorts record (unchecked when None)."""
+    try:
+        guards = clean_rules(rules)
+        if guards and flag is not None:
+            check_guarded_flag(flag.key)
+    except GuardRuleError as exc:
+        raise InvalidPlanError(f"step {position}: guard: {exc}") from None
+    if guards and not 0 < percentage < 100:
+        raise InvalidPlanError(
+            f"step {position}: a guard compares the step's treatment with its control: "
+            f"a step at {percentage} % has no {'control' if percentage >= 100 else 'treatment'} to compare"
+        )
+    return guards
+
+
+def _steps_of(plan: RolloutPlan, steps: Iterable[RolloutStep] | None = None) -> list[dict[str, Any]]:
+    """A saved plan's steps as _clean_steps takes them."""
+    if steps is None:
+        steps = plan.steps.select_related("environment").order_by("position")
+    return [{"position": s.position, **{f: getattr(s, f) for f in STEP_FIELDS}} for s in steps]
 
 
 def _step_record(step: Mapping[str, Any]) -> dict[str, Any]:
@@ -204,7 +221,7 @@ def plan_create(
     and optionally ``not_before``, ``min_soak_seconds`` and ``position``. Raises
     InvalidPlanError, saving nothing, for a value the flag cannot serve or a bad step."""
     plan_check_value(flag=flag, value=value)
-    cleaned = _clean_steps(steps)
+    cleaned = _clean_steps(steps, flag=flag)
     with transaction.atomic():
         plan = RolloutPlan(name=name, flag=flag, value=value, created_by=actor[:ACTOR_MAX])
         try:
@@ -248,7 +265,11 @@ def plan_update(
         new_value = locked.value if value is ... else value
         if flag is not None or value is not ...:
             plan_check_value(flag=new_flag, value=new_value)
-        cleaned = _clean_steps(steps) if steps is not None else None
+        if steps is not None:
+            cleaned: list[dict[str, Any]] | None = _clean_steps(steps, flag=new_flag)
+        else:  # the steps kept must still suit the flag (their guards)
+            cleaned = None
+            _clean_steps(_steps_of(locked), flag=new_flag)
         locked.flag, locked.value = new_flag, new_value
         if name is not None:
             locked.name = name
@@ -303,7 +324,7 @@ def plan_start(*, plan: RolloutPlan, user: Any, actor: str = "") -> RolloutPlan:
         if not steps:
             raise PlanStateError("plan has no steps")
         plan_check_value(flag=plan.flag, value=plan.value)
-        _clean_steps({"position": s.position, **{f: getattr(s, f) for f in STEP_FIELDS}} for s in steps)
+        _clean_steps(_steps_of(plan, steps), flag=plan.flag)
         plan.baseline = revision_numbers_latest(environments=[step.environment for step in steps])
         plan.status = RolloutPlan.Status.RUNNING
         plan.started_by = user

@@ -103,11 +103,13 @@ def test_ingest__revoked_key__401_at_once(post, django_capture_on_commit_callbac
     assert RawBatch.objects.count() == 1
 
 
-def test_ingest__write_key__401(post):
+def test_ingest__write_key_with_evaluations__400(post):
+    # A write key files cohorts only (tests/telemetry/test_write_key_ingest.py): it evaluates no flags.
     from ..factories import write_key
 
     _, raw = write_key("acme")
-    assert post(raw, make_batch()).status_code == 401
+    assert post(raw, make_batch()).status_code == 400
+    assert RawBatch.objects.count() == 0
 
 
 def test_ingest__body_over_64_kib__413_and_nothing_stored(post, prod_key):
