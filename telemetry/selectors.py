@@ -96,6 +96,12 @@ class CohortMetrics:
         }
 
 
+def _units(sketches: list[bytes], evaluations: int) -> float | None:
+    """Distinct units estimated from the sketches, never more than the evaluations: every unit
+    was evaluated at least once, and a sketch's error can overshoot a small count."""
+    return min(sketch_estimate(sketch_merge(sketches)), float(evaluations)) if sketches else None
+
+
 def _in_range(queryset: Any, since: datetime, until: datetime | None) -> Any:
     queryset = queryset.filter(minute__gte=since.replace(second=0, microsecond=0))
     return queryset.filter(minute__lte=until) if until is not None else queryset
@@ -120,7 +126,7 @@ def exposures(
             variant=variant,
             value=json.loads(value),
             evaluations=group["evaluations"],
-            units=sketch_estimate(sketch_merge(group["sketches"])) if group["sketches"] else None,
+            units=_units(group["sketches"], group["evaluations"]),
             by_reason=dict(sorted(group["by_reason"].items())),
         )
         for (variant, value), group in groups.items()
@@ -146,7 +152,7 @@ def exposures_by_minute(
             variant=variant,
             value=json.loads(value),
             evaluations=evaluations,
-            units=sketch_estimate(sketch_merge(sketches)) if sketches else None,
+            units=_units(sketches, evaluations),
         )
         for (minute, variant, value), (evaluations, sketches) in sorted(
             groups.items(), key=lambda item: (item[0][0], str(item[0][1]), item[0][2])
