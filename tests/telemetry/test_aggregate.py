@@ -52,13 +52,13 @@ def test_aggregate__batches_of_one_minute__evaluations_summed_and_units_merged(p
     for start in (0, 300, 600):
         body = make_batch(
             window=at(),
-            evaluations=[evaluation(100, names=[f"e{i}" for i in range(start, start + 600)])],
+            evaluations=[evaluation(600, names=[f"e{i}" for i in range(start, start + 600)])],
             statebag=[],
         )
         assert post(prod_key, body).status_code == 202
     # When the task runs
     result = telemetry_aggregate()
-    # Then one rollup holds 300 evaluations and about 1,200 distinct units
+    # Then one rollup holds 1,800 evaluations and about 1,200 distinct units
     assert result.batches == 3
     row = EvaluationRollup.objects.get()
     assert (row.flag, row.value, row.variant, row.reason, row.evaluations) == (
@@ -66,12 +66,12 @@ def test_aggregate__batches_of_one_minute__evaluations_summed_and_units_merged(p
         "true",
         None,
         "rollout",
-        300,
+        1800,
     )
     [exposure] = selectors.exposures(
         environment="prod", flag="use_zstd", since=datetime.now(UTC) - timedelta(hours=1)
     )
-    assert exposure.evaluations == 300 and exposure.by_reason == {"rollout": 300}
+    assert exposure.evaluations == 1800 and exposure.by_reason == {"rollout": 1800}
     assert abs(exposure.units - 1200) <= 3 * STANDARD_ERROR * 1200
     assert RawBatch.objects.filter(aggregated_at__isnull=True).count() == 0
 

@@ -177,13 +177,13 @@ def _v2_units(names):
     return base64.b64encode(v2_sketch_of(f"use_zstd..{name}" for name in names)).decode()
 
 
-def _units_entry(units):
+def _units_entry(units, count=1):
     return {
         "flag": "use_zstd",
         "variant": None,
         "value": True,
         "reason": "rollout",
-        "count": 1,
+        "count": count,  # each unit evaluated at least once: the estimate never exceeds it
         "units": units,
     }
 
@@ -214,16 +214,18 @@ def test_ingest__old_and_new_sdk_sketches_in_one_minute__kept_apart_and_estimate
 
     # Given an old SDK reporting units 0-1499 (version 1) and new SDKs 1000-2999 (version 2)
     end = (time.time() // 60) * 60 + 1
-    for units in (_v1_units(f"u{i}" for i in range(1500)), _v2_units(f"u{i}" for i in range(1000, 2000))):
-        assert (
-            post(prod_key, make_batch(window=[end - 1, end], evaluations=[_units_entry(units)])).status_code
-            == 202
-        )
+    for units, count in (
+        (_v1_units(f"u{i}" for i in range(1500)), 1500),
+        (_v2_units(f"u{i}" for i in range(1000, 2000)), 1000),
+    ):
+        body = make_batch(window=[end - 1, end], evaluations=[_units_entry(units, count)])
+        assert post(prod_key, body).status_code == 202
     telemetry_aggregate()
     # And a later batch of the new version for the same minute
     late = _v2_units(f"u{i}" for i in range(1500, 3000))
     assert (
-        post(prod_key, make_batch(window=[end - 1, end], evaluations=[_units_entry(late)])).status_code == 202
+        post(prod_key, make_batch(window=[end - 1, end], evaluations=[_units_entry(late, 1500)])).status_code
+        == 202
     )
     telemetry_aggregate()
     # Then the minute's row holds one sketch per version, never one merged across them
@@ -233,5 +235,5 @@ def test_ingest__old_and_new_sdk_sketches_in_one_minute__kept_apart_and_estimate
     (exposure,) = selectors.exposures(
         environment="prod", flag="use_zstd", since=datetime.fromtimestamp(end - 120, tz=UTC)
     )
-    assert exposure.evaluations == 3
+    assert exposure.evaluations == 4000
     assert abs(exposure.units - 2000) <= 3 * STANDARD_ERROR * 2000
