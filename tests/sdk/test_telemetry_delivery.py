@@ -68,7 +68,7 @@ def test_pending_batch__over_an_hour_old__dropped_and_reported_as_dropped(served
     sink = client.telemetry_sink()
     assert sink.pending is not None
     # When it is over an hour old by the next flush
-    sink.pending["window"][0] -= 3601
+    sink.pending["sent_at"] -= 3601  # first sent over an hour ago
     served.post_status = 0
     client.bool("on", unit="new")
     assert client.flush(timeout=2.0) is True

@@ -729,6 +729,8 @@ def _register(client: FlagClient) -> None:
 
 
 def _after_fork_all() -> None:
+    global _telemetry_lock
+    _telemetry_lock = _thread.allocate_lock()  # one held by another thread at the fork stays held
     for ref in _clients:
         client = ref()
         if client is not None:

@@ -9,6 +9,7 @@ traceback, string and threading) is several milliseconds of a cold start that lo
 from __future__ import annotations
 
 import _thread
+import os  # loaded with the interpreter: no cost
 
 TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
 if TYPE_CHECKING:
@@ -36,6 +37,14 @@ def increment(name: str, amount: int = 1) -> None:
         _unreported[name] += amount
 
 
+def _after_fork_in_child() -> None:
+    """A forked child starts with a fresh lock (one held by another thread at the fork stays
+    held) and nothing unreported: its parent reports what was counted before the fork."""
+    global _lock, _unreported
+    _lock = _thread.allocate_lock()
+    _unreported = Counts()
+
+
 def take_unreported() -> dict[str, int]:
     """The counts bumped since the last call (for a telemetry batch), and from zero again."""
     global _unreported
@@ -49,6 +58,10 @@ def untake(taken: dict[str, int]) -> None:
     with _lock:
         for name, amount in taken.items():
             _unreported[name] += amount
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def logger() -> logging.Logger:

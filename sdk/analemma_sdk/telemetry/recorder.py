@@ -25,7 +25,17 @@ import time
 
 from ..bucketing import bucket_hashes, sketch_add
 from .hll import M, merge_into
-from .wire import SDK_NAME, WIRE_VERSION, batch_id, cohort_item, evaluation_items, json_key
+from .wire import (
+    MAX_COHORT_KEYS,
+    MAX_COUNTER,
+    SDK_NAME,
+    WIRE_VERSION,
+    batch_id,
+    cohort_item,
+    evaluation_items,
+    json_key,
+    tag_problem,
+)
 
 TYPE_CHECKING = False  # typing costs milliseconds at import; annotations are strings anyway
 if TYPE_CHECKING:
@@ -36,7 +46,6 @@ __all__ = ["Cohort", "Recorder", "latency_bucket"]
 
 MAX_EVALUATION_KEYS = 512  # the wire's limit per batch
 MAX_COHORTS = 64  # the wire's limit per batch
-MAX_COHORT_KEYS = 16
 FOLD_AT = 256  # logged evaluations counted at once (see above: short beats long here)
 LATENCY_BUCKETS = 17  # upper bounds 1, 2, 4, ... 65536 ms
 _count_elements: Any = __import__("_collections")._count_elements  # what Counter counts with
@@ -83,12 +92,35 @@ class Cohort:
 
 
 def _cohort_key(cohort: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
-    flat = {}
-    for name, value in list(cohort.items())[:MAX_COHORT_KEYS]:
+    """The cohort as the wire carries it: a tag the service would refuse (and with it the
+    whole batch, every flag evaluation included) is left out, with a warning; a value of
+    another type is reported as its text."""
+    flat: dict[str, Any] = {}
+    for name, value in cohort.items():
         if not (value is None or isinstance(value, bool | int | str)):
             value = str(value)
-        flat[str(name)] = value
+        problem = tag_problem(name, value)
+        if problem is not None:
+            _warn_tag(name, problem)
+        elif len(flat) < MAX_COHORT_KEYS:
+            flat[name] = value
     return tuple(sorted(flat.items()))
+
+
+_warned: set[str] = set()
+
+
+def _warn_tag(name: Any, problem: str) -> None:
+    """Say once per tag name (a hydrator's cohort is keyed again each time it is built)."""
+    label = repr(name)[:80]
+    if label in _warned or len(_warned) >= 64:
+        return
+    _warned.add(label)
+    import logging  # only when there is something to say
+
+    logging.getLogger("analemma_sdk.telemetry").warning(
+        "cohort tag %s left out of telemetry: %s", label, problem
+    )
 
 
 class Recorder:
@@ -115,7 +147,6 @@ class Recorder:
         self.fold_at = fold_at
         self.log: list[tuple[Any, ...]] = log if log is not None else []
         self._tallies = tallies
-        self._harvested_at = time.time()
         self.sdk_version = sdk_version
         self._counts: dict[tuple[Any, ...], int] = {}
         self._sketches: dict[tuple[Any, ...], bytearray] = {}
@@ -141,6 +172,11 @@ class Recorder:
             self._fold()
             if tallies:
                 self._harvest()
+
+    def add_dropped(self, n: int) -> None:
+        """Count ``n`` events as dropped (the sender, for a batch it could not deliver)."""
+        with self._lock:
+            self.dropped += n
 
     def _keep(self, key: tuple[Any, ...], n: int) -> bool:
         """Add ``n`` evaluations to ``key``; False when the key is over the cap (dropped)."""
@@ -168,7 +204,9 @@ class Recorder:
         events = log.copy()
         del log[: len(events)]  # not log.clear(): what was appended since the copy stays
         by_key: dict[tuple[Any, ...], list[str]] = {}
-        for event, n in _tally(events).items():
+        tally, unfit = _tally(events)
+        self.dropped += unfit
+        for event, n in tally.items():
             outcome = event[1]
             key = (event[0], outcome[1], outcome[0], outcome[2])
             if self._keep(key, n) and event[2] is not None:
@@ -180,9 +218,8 @@ class Recorder:
         """Take the compiled flags' tallies into the counts and sketches."""
         if self._tallies is None:
             return
-        # The tallies counted since the last harvest: the window opens then at the latest.
-        since, self._harvested_at = self._harvested_at, time.time()
-        started = self._started
+        # Tallies keep no time: the window opens when their counts are first taken (``_keep``
+        # touches it), not at the last harvest, which may be hours ago in an idle process.
         for flag in self._tallies():
             for tally in flag.tallies:
                 n, registers = tally.take()
@@ -198,8 +235,6 @@ class Recorder:
                         self._sketches[key] = registers
                     else:
                         merge_into(mine, registers)
-        if started is None and self._started is not None:
-            self._started = since
 
     # Cohorts -------------------------------------------------------------------------
     def cohort(self, cohort: Mapping[str, Any]) -> Cohort:
@@ -249,7 +284,7 @@ class Recorder:
             "sent_at": now,
             "window": [min(started, now) if started is not None else now, now],
             "sdk": {"name": SDK_NAME, "version": self.sdk_version},
-            "dropped": dropped + unfit,
+            "dropped": min(dropped + unfit, MAX_COUNTER),
             "evaluations": evaluations,
             "statebag": [cohort_item(*cohort) for cohort in cohorts],
         }
@@ -276,11 +311,10 @@ class Recorder:
 
     def restore(self, body: Mapping[str, Any]) -> None:
         """Put an undelivered batch's counts back, to go out with the next one. The caps hold:
-        what no longer fits is counted as dropped."""
+        what no longer fits is counted as dropped. The window is the next batch's own: the old
+        start would age the new counts (the service files a batch by its window's end anyway)."""
         with self._lock:
-            window = body.get("window") or ()
-            if window and (self._started is None or window[0] < self._started):
-                self._started = float(window[0])
+            self.touch()
             self.dropped += int(body.get("dropped") or 0)
             for item in body.get("evaluations") or ():
                 self._restore_evaluation(item)
@@ -339,9 +373,11 @@ class Recorder:
         return len(self._counts)
 
 
-def _tally(events: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], int]:
-    """How many times each logged evaluation occurs (at C speed; repeats cost one entry)."""
+def _tally(events: list[tuple[Any, ...]]) -> tuple[dict[tuple[Any, ...], int], int]:
+    """How many times each logged evaluation occurs (at C speed; repeats cost one entry), and
+    how many could not be counted (an unhashable value that is not JSON: dropped)."""
     tally: dict[tuple[Any, ...], int] = {}
+    unfit = 0
     try:
         _count_elements(tally, events)
     except TypeError:  # an unhashable (JSON object or list) value: count those by encoding
@@ -353,10 +389,11 @@ def _tally(events: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], int]:
                 value, variant, reason = event[1]
                 try:
                     event = (event[0], (json_key(value), variant, reason), event[2])
-                except (TypeError, ValueError):
-                    continue  # not a JSON value: nothing the wire can carry
+                except (TypeError, ValueError, RecursionError):
+                    unfit += 1  # not a JSON value: nothing the wire can carry
+                    continue
             tally[event] = tally.get(event, 0) + 1
-    return tally
+    return tally, unfit
 
 
 def _events(counters: Mapping[str, int]) -> int:

@@ -14,8 +14,10 @@ counts it once. One such pending batch at most; what is recorded meanwhile stays
 recorder (whose caps hold: what does not fit is counted as dropped) and goes out after the
 pending batch is delivered. When the service refuses a batch (4xx: a bad key, an endpoint it
 does not have, a body it rejects), sending again would not help: it is dropped and counted in
-the next one's ``dropped``. A batch older than an hour is dropped too: the service files
-nothing that old where it happened.
+the next one's ``dropped``. A pending batch first sent over an hour ago is dropped rather
+than sent again: by then the service may have forgotten its id and would count it twice. A new
+batch always goes out, however long the process was idle: the service files it by its window's
+end, no earlier than an hour back.
 """
 
 from __future__ import annotations
@@ -117,10 +119,6 @@ class Telemetry:
                 else:
                     self.last_outcome = EMPTY
                 return True
-            if body["sent_at"] - body["window"][0] > MAX_AGE:
-                self.recorder.dropped += _events(body)
-                self.last_outcome = DROPPED
-                return False
             if not self._send_parts(split(body), deadline):
                 return False
             self._delivered_at = started
@@ -142,7 +140,7 @@ class Telemetry:
                 index += 1
             for rest in parts[index:]:
                 if outcome == DROPPED:
-                    self.recorder.dropped += _events(rest)
+                    self.recorder.add_dropped(_events(rest))
                 else:  # never sent: merged into the next batch, under a new id
                     self.recorder.restore(rest)
             return False
@@ -152,9 +150,9 @@ class Telemetry:
         """Send the pending batch again, unchanged; True once it is off our hands."""
         pending = self.pending
         assert pending is not None
-        if time.time() - pending["window"][0] > MAX_AGE:
+        if time.time() - pending["sent_at"] > MAX_AGE:  # first sent then; retries keep it
             self.pending = None
-            self.recorder.dropped += _events(pending)
+            self.recorder.add_dropped(_events(pending))
             self.last_outcome = DROPPED
             return True
         outcome = self._send(pending, deadline)
@@ -163,7 +161,7 @@ class Telemetry:
             return False
         self.pending = None
         if outcome == DROPPED:
-            self.recorder.dropped += _events(pending)
+            self.recorder.add_dropped(_events(pending))
         return True
 
     def _send(self, body: Mapping[str, Any], deadline: float) -> str:

@@ -22,6 +22,7 @@ __all__ = [
     "encode",
     "evaluation_items",
     "json_key",
+    "tag_problem",
 ]
 
 WIRE_VERSION = 1
@@ -29,9 +30,16 @@ SDK_NAME = "analemma-python"
 MAX_COUNTERS = 64  # per cohort, known names included
 MAX_COUNT = 10**9
 MAX_COUNTER = 10**12
-MAX_VALUE_BYTES = 1024
+MAX_VALUE_BYTES = 1024  # a value's canonical JSON text (unescaped non-ASCII), UTF-8 bytes
+MAX_TEXT = 256  # variants and cohort string values, in characters
+MAX_INT = 2**63 - 1  # cohort integer values, in absolute value
+MAX_COHORT_KEYS = 16
+# The bounds above restate the service's (``telemetry.wire`` there): a body outside them is
+# refused whole (400), every other count with it, so the SDK checks each entry by the same
+# measure and drops (and counts) only the one that does not fit. tests/sdk pins them.
 REASONS = frozenset(("off", "targeted", "rollout", "default", "error", "stale"))
 _KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-")
 KNOWN_COUNTERS = (
     "executions",
     "hydrations",
@@ -81,11 +89,47 @@ def _flag_key_ok(flag: Any) -> bool:
     )
 
 
+def _name_ok(name: Any) -> bool:
+    """A cohort tag or counter name as the service reads one: a letter or digit, then letters,
+    digits, ``_ . : -``, at most 64 characters."""
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= 64
+        and name[0] not in "_.:-"
+        and _NAME_CHARS.issuperset(name)
+    )
+
+
+def _encodes(text: str) -> bool:
+    """Valid Unicode: JSON escapes a lone surrogate, the service's database cannot hold one."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def tag_problem(name: Any, value: Any) -> str | None:
+    """Why the service would refuse the cohort tag ``name: value`` (None when it accepts it)."""
+    if not _name_ok(name):
+        return "the name must be letters, digits, _ . : - (at most 64, a letter or digit first)"
+    if isinstance(value, str):
+        if len(value) > MAX_TEXT or not _encodes(value):
+            return f"a string value must be valid Unicode of at most {MAX_TEXT} characters"
+        return None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and abs(value) <= MAX_INT:
+        return None
+    return f"the value must be a boolean, a string or an integer within +-{MAX_INT}"
+
+
 def evaluation_items(
     counts: Mapping[tuple[Any, ...], int], sketches: Mapping[tuple[Any, ...], bytearray]
 ) -> tuple[list[dict[str, Any]], int]:
     """The wire's evaluation entries, and how many evaluations the wire cannot carry (a
-    malformed flag key, reason or variant, a value over 1 KiB)."""
+    malformed flag key, reason or variant, a value over 1 KiB as JSON, a value JSON cannot carry:
+    NaN, a lone surrogate, an object of no JSON type)."""
     from .hll import encode_registers
 
     items = []
@@ -110,13 +154,24 @@ def evaluation_items(
 
 
 def _fits(flag: Any, variant: Any, value: Any, reason: Any) -> bool:
+    """Whether the service accepts this key: by its own measure (``canonical`` there)."""
     if not _flag_key_ok(flag) or reason not in REASONS:
         return False
-    if variant is not None and not (isinstance(variant, str) and len(variant) <= 64):
+    if variant is not None and not (
+        isinstance(variant, str) and len(variant) <= MAX_TEXT and _encodes(variant)
+    ):
         return False
-    if isinstance(value, str):  # a _Json is its encoding; a plain string encodes with quotes
-        return len(value.encode()) + (0 if isinstance(value, _Json) else 2) <= MAX_VALUE_BYTES
-    return True
+    if value is None or value is True or value is False:
+        return True
+    import json
+
+    try:  # a _Json key was written escaped: measure the decoded value as the service does
+        text = json.dumps(
+            _decoded(value), separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False
+        )
+        return len(text.encode()) <= MAX_VALUE_BYTES
+    except (TypeError, ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+        return False
 
 
 def _decoded(value: Any) -> Any:
@@ -133,13 +188,17 @@ def cohort_item(
     names = dict.fromkeys(KNOWN_COUNTERS, 0)
     room = MAX_COUNTERS - len(WARNING_COUNTERS)
     for name, amount in counters.items():
+        if not _name_ok(name):
+            continue  # the service would refuse the whole body
         if name in names or name in WARNING_COUNTERS or len(names) < room:
             names[name] = min(names.get(name, 0) + amount, MAX_COUNTER)
     return {
         "cohort": cohort,
         "counters": names,
         "latency_ms": {
-            name: [[1 << i, n] for i, n in enumerate(histogram) if n] for name, histogram in latency.items()
+            name: [[1 << i, n] for i, n in enumerate(histogram) if n]
+            for name, histogram in latency.items()
+            if _name_ok(name)
         },
     }
 
