@@ -42,21 +42,19 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import multiprocessing
 import os
 import secrets
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from _common import ROOT, emit_json, print_table
+from _load import closed_loop, postmaster, wait_http
 
 from analemma_sdk.statebag.canonical import canonical_json, sha256_hex
 from analemma_sdk.statebag.codec import RAW, Encoded
@@ -69,7 +67,6 @@ from analemma_sdk.statebag.stores import LocalFolderStore
 OWNER = "bench"
 API = "/api/v1/statebag"
 KEEP = 6  # stored blobs a step keeps (pins at prepare, pointers in its entries)
-WARMUP_SECONDS = 1.0
 
 
 # One client: one execution, one connection ------------------------------------------------------
@@ -202,90 +199,27 @@ class Client:
         self._advance(answer, [])
 
 
-def _client_process(
-    port: int,
-    key: str,
-    store_root: str,
-    scenario: str,
-    threads: int,
-    prefix: str,
-    start_at: float,
-    stop_at: float,
-    results: Any,
-) -> None:
-    """``threads`` clients, each timing its operations between ``start_at`` and ``stop_at``."""
-    collected: list[tuple[list[float], int, str]] = []
-    lock = threading.Lock()
+def operation_for(port: int, key: str, store_root: str, scenario: str) -> Callable[[str], Callable[[], str]]:
+    """What one client of ``scenario`` repeats, labelled with the path it took."""
 
-    def run(index: int) -> None:
-        client = Client(port, key, store_root, f"{prefix}-{index}")
-        operations: dict[str, Callable[[], None]] = {
-            "livez": client.livez,
-            "2pc": client.two_phase,
-            "record": client.record,
-        }
-        operation = operations[scenario]
+    def make(name: str) -> Callable[[], str]:
+        client = Client(port, key, store_root, f"{scenario}-{name}")
         if scenario == "record":
             client.two_phase()  # stored blobs to keep
-        latencies: list[float] = []
-        errors = ""
-        while time.time() < start_at - WARMUP_SECONDS:
-            time.sleep(0.01)
-        try:
-            while True:
-                began = time.time()
-                if began >= stop_at:
-                    break
-                operation()
-                if began >= start_at:
-                    latencies.append(time.time() - began)
-        except Exception as exc:  # reported, not hidden: the run is then invalid
-            errors = f"{type(exc).__name__}: {exc}"
-        with lock:
-            collected.append((latencies, 0 if client.record_endpoint else 1, errors))
 
-    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    results.put(collected)
+        def operation() -> str:
+            if scenario == "livez":
+                client.livez()
+            elif scenario == "2pc":
+                client.two_phase()
+            else:
+                client.record()
+                return "record" if client.record_endpoint else "record(2pc)"
+            return scenario
 
+        return operation
 
-def cpu_seconds(root: int) -> float:
-    """CPU time (user + system) of process ``root`` and all its descendants, those that have
-    exited included, from /proc."""
-    parents: dict[int, int] = {}
-    times: dict[int, float] = {}
-    tick = os.sysconf("SC_CLK_TCK")
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        parents[int(entry)] = int(fields[1])
-        # Its own time, and its children's that have exited (backends, reaped by the postmaster).
-        times[int(entry)] = sum(int(value) for value in fields[11:15]) / tick
-    total, stack = 0.0, [root]
-    while stack:
-        pid = stack.pop()
-        total += times.get(pid, 0.0)
-        stack.extend(child for child, parent in parents.items() if parent == pid)
-    return total
-
-
-def postmaster(database: str) -> int | None:
-    """The pid of a throwaway cluster's postmaster (its socket folder holds its data folder)."""
-    from urllib.parse import unquote, urlparse
-
-    folder = unquote(urlparse(database).hostname or "")
-    try:
-        return int(Path(folder, "data", "postmaster.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
+    return make
 
 
 # The processes whose CPU time is counted per operation: (gunicorn master, postmaster or None).
@@ -295,54 +229,17 @@ SERVERS: dict[str, int | None] = {}
 def drive(
     port: int, key: str, store_root: str, scenario: str, clients: int, processes: int, seconds: float
 ) -> dict[str, Any]:
-    context = multiprocessing.get_context("fork")
-    results = context.Queue()
-    processes = min(processes, clients)
-    start_at = time.time() + 2.0 + WARMUP_SECONDS  # every client connected and warmed up first
-    stop_at = start_at + seconds
-    spawned = []
-    run_id = secrets.token_hex(3)
-    for index in range(processes):
-        threads = clients // processes + (1 if index < clients % processes else 0)
-        process = context.Process(
-            target=_client_process,
-            args=(
-                port,
-                key,
-                store_root,
-                scenario,
-                threads,
-                f"{scenario}-{run_id}-{index}",
-                start_at,
-                stop_at,
-                results,
-            ),
-        )
-        process.start()
-        spawned.append(process)
-    time.sleep(max(0.0, start_at - time.time()))
-    before = {name: cpu_seconds(pid) for name, pid in SERVERS.items() if pid}
-    time.sleep(max(0.0, stop_at - time.time()))
-    spent = {name: cpu_seconds(pid) - before[name] for name, pid in SERVERS.items() if pid}
-    collected = [item for _ in spawned for item in results.get(timeout=seconds + 120)]
-    for process in spawned:
-        process.join()
-    latencies = sorted(value for values, _, _ in collected for value in values)
-    errors = [error for _, _, error in collected if error]
-    done = len(latencies)
-    return {
-        "scenario": scenario if not any(fallback for _, fallback, _ in collected) else f"{scenario}(2pc)",
-        "clients": clients,
-        "ops": done,
-        "ops_per_s": done / seconds,
-        "p50_ms": 1000 * statistics.median(latencies) if latencies else 0.0,
-        "p99_ms": 1000 * latencies[min(done - 1, int(done * 0.99))] if latencies else 0.0,
-        # CPU per operation in the web workers and in PostgreSQL: how many operations one core
-        # of each serves a second, whatever else the machine runs.
-        "web_cpu_ms": 1000 * spent["web"] / done if done and "web" in spent else None,
-        "db_cpu_ms": 1000 * spent["db"] / done if done and "db" in spent else None,
-        "errors": errors[:3],
-    }
+    run = closed_loop(
+        operation_for(port, key, store_root, scenario),
+        clients=clients,
+        processes=processes,
+        seconds=seconds,
+        servers=SERVERS,
+    )
+    labels, done, per_s = run.pop("labels"), run.pop("done"), run.pop("per_s")
+    # Against a service without the one-call endpoint, a record step is prepare + commit.
+    named = "record(2pc)" if "record(2pc)" in labels else scenario
+    return {"scenario": named, "ops": done, "ops_per_s": per_s, **run}
 
 
 # Statement counts, in a process of its own ----------------------------------------------------
@@ -415,21 +312,6 @@ from django.db import connection
 with connection.cursor() as cursor:
     cursor.execute("ANALYZE")
 """
-
-
-def wait_http(port: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            connection.request("GET", "/livez", headers={"X-Forwarded-Proto": "https"})
-            if connection.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit("the service did not start")
-        time.sleep(0.2)
 
 
 def measure(

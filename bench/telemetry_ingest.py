@@ -27,26 +27,23 @@ import argparse
 import base64
 import http.client
 import json
-import multiprocessing
 import os
 import secrets
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from _common import ROOT, emit_json, print_table
-from commit_throughput import cpu_seconds, postmaster, wait_http
+from _load import closed_loop, cpu_seconds, postmaster, wait_http
 
 PATH = "/api/v1/telemetry"
 SDK_FLAGS = ["use_batching", "use_zstd", "zstd_level", "use_2pc", "checkout_v2", "pricing", "search", "beta"]
-WARMUP_SECONDS = 1.0
 
 
 def sketch(units: list[str]) -> str:
@@ -117,47 +114,30 @@ def batch_body(flags: int, cohorts: int, sketches: list[str]) -> bytes:
     ).encode()
 
 
-def _client_process(
-    port: int, key: str, scenario: str, threads: int, shape: tuple[int, int, list[str]],
-    start_at: float, stop_at: float, results: Any,
-) -> None:  # fmt: skip
-    collected: list[tuple[list[float], dict[int, int], str]] = []
-    lock = threading.Lock()
+def operation_for(port: int, key: str, scenario: str, shape: Any) -> Callable[[str], Callable[[], int]]:
+    """What one client repeats: a batch (a new one each time) or ``GET /livez``, labelled by
+    the answer's status."""
 
-    def run() -> None:
+    def make(name: str) -> Callable[[], int]:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         headers = {
             "Authorization": f"Bearer {key}",
             "Content-Type": "application/json",
             "X-Forwarded-Proto": "https",
         }
-        latencies: list[float] = []
-        statuses: dict[int, int] = {}
-        error = ""
-        while time.time() < start_at - WARMUP_SECONDS:
-            time.sleep(0.01)
-        try:
-            while (began := time.time()) < stop_at:
-                if scenario == "livez":
-                    connection.request("GET", "/livez", headers={"X-Forwarded-Proto": "https"})
-                else:
-                    connection.request("POST", PATH, batch_body(*shape), headers)
-                response = connection.getresponse()
-                response.read()
-                if began >= start_at:
-                    latencies.append(time.time() - began)
-                    statuses[response.status] = statuses.get(response.status, 0) + 1
-        except Exception as exc:  # reported: the run is then invalid
-            error = f"{type(exc).__name__}: {exc}"
-        with lock:
-            collected.append((latencies, statuses, error))
 
-    workers = [threading.Thread(target=run) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    results.put(collected)
+        def operation() -> int:
+            if scenario == "livez":
+                connection.request("GET", "/livez", headers={"X-Forwarded-Proto": "https"})
+            else:
+                connection.request("POST", PATH, batch_body(*shape), headers)
+            response = connection.getresponse()
+            response.read()
+            return response.status
+
+        return operation
+
+    return make
 
 
 SERVERS: dict[str, int | None] = {}
@@ -166,44 +146,15 @@ SERVERS: dict[str, int | None] = {}
 def drive(
     port: int, key: str, scenario: str, clients: int, processes: int, seconds: float, shape: Any
 ) -> dict[str, Any]:
-    context = multiprocessing.get_context("fork")
-    results = context.Queue()
-    processes = min(processes, clients)
-    start_at = time.time() + 2.0 + WARMUP_SECONDS
-    stop_at = start_at + seconds
-    spawned = []
-    for index in range(processes):
-        threads = clients // processes + (1 if index < clients % processes else 0)
-        process = context.Process(
-            target=_client_process, args=(port, key, scenario, threads, shape, start_at, stop_at, results)
-        )
-        process.start()
-        spawned.append(process)
-    time.sleep(max(0.0, start_at - time.time()))
-    before = {name: cpu_seconds(pid) for name, pid in SERVERS.items() if pid}
-    time.sleep(max(0.0, stop_at - time.time()))
-    spent = {name: cpu_seconds(pid) - before[name] for name, pid in SERVERS.items() if pid}
-    collected = [item for _ in spawned for item in results.get(timeout=seconds + 120)]
-    for process in spawned:
-        process.join()
-    latencies = sorted(value for values, _, _ in collected for value in values)
-    statuses: dict[str, int] = {}
-    for _, counted, _ in collected:
-        for status, count in counted.items():
-            statuses[str(status)] = statuses.get(str(status), 0) + count
-    done = len(latencies)
-    return {
-        "scenario": scenario,
-        "clients": clients,
-        "requests": done,
-        "per_s": done / seconds,
-        "p50_ms": 1000 * statistics.median(latencies) if latencies else 0.0,
-        "p99_ms": 1000 * latencies[min(done - 1, int(done * 0.99))] if latencies else 0.0,
-        "web_cpu_ms": 1000 * spent["web"] / done if done and "web" in spent else None,
-        "db_cpu_ms": 1000 * spent["db"] / done if done and "db" in spent else None,
-        "statuses": statuses,
-        "errors": [error for _, _, error in collected if error][:3],
-    }
+    run = closed_loop(
+        operation_for(port, key, scenario, shape),
+        clients=clients,
+        processes=processes,
+        seconds=seconds,
+        servers=SERVERS,
+    )
+    statuses, done = run.pop("labels"), run.pop("done")
+    return {"scenario": scenario, "requests": done, "statuses": statuses, **run}
 
 
 AGGREGATE = r"""
