@@ -15,21 +15,8 @@ from analemma_sdk.flags.client import REFRESH_TELEMETRY_BUDGET
 from .flag_server import FlagServer, document, flag
 
 KEY = "ask_prod_" + "k" * 43
-
-
-@pytest.fixture(autouse=True)
-def _telemetry_on(monkeypatch):
-    """Telemetry as a client of a service has it by default, a flush sending whenever asked
-    (the interval tests below set their own)."""
-    monkeypatch.delenv("ANALEMMA_TELEMETRY", raising=False)
-    monkeypatch.setenv("ANALEMMA_TELEMETRY_INTERVAL", "0")
-
-
-@pytest.fixture
-def served():
-    server = FlagServer(document(on=flag()))
-    yield server
-    server.close()
+# Telemetry on, a flush sending whenever asked; the flag server is tests/sdk/conftest.py's `served`.
+pytestmark = pytest.mark.usefixtures("telemetry_every_flush")
 
 
 def client_for(server: FlagServer, **options) -> FlagClient:

@@ -21,23 +21,12 @@ from analemma_sdk.telemetry import wire as sdk_wire
 from analemma_sdk.telemetry.recorder import Recorder
 from analemma_sdk.telemetry.sender import Telemetry
 
-from .flag_server import FlagServer, document, flag
+from .flag_server import FlagServer
 
 KEY = "ask_prod_" + "k" * 43
+# Telemetry on, a flush sending whenever asked; the flag server is tests/sdk/conftest.py's `served`.
+pytestmark = pytest.mark.usefixtures("telemetry_every_flush")
 IDS = {"owner_id": "owner-1", "workflow_id": "wf", "execution_id": "exec-1"}
-
-
-@pytest.fixture(autouse=True)
-def _telemetry_on(monkeypatch):
-    monkeypatch.delenv("ANALEMMA_TELEMETRY", raising=False)
-    monkeypatch.setenv("ANALEMMA_TELEMETRY_INTERVAL", "0")
-
-
-@pytest.fixture
-def served():
-    server = FlagServer(document(on=flag()))
-    yield server
-    server.close()
 
 
 @pytest.fixture
